@@ -1,0 +1,152 @@
+"""Registration into Ultralytics' parser: every shipped YAML at every scale, heads, errors, idempotence."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from ultralytics.nn import tasks
+from ultralytics.nn.modules import C3k2, Detect
+from ultralytics.nn.tasks import DetectionModel
+
+import yolo_ext
+from yolo_ext import C3k2_RVB, C3k2_RVB_SE, ModelYAMLError, model_yaml, model_yamls
+from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
+
+YAMLS = model_yamls()
+SCALES = "nslmx"
+
+
+def scaled(path, scale: str):
+    """yolo11-coordatt.yaml -> <dir>/yolo11<scale>-coordatt.yaml, the name Ultralytics reads the scale from."""
+    name = path.name
+    head, _, tail = name.partition("-")
+    return model_yaml(f"{head}{scale}-{tail}")
+
+
+def build(cfg, **kw) -> DetectionModel:
+    return DetectionModel(cfg, verbose=False, **kw)
+
+
+def test_ships_all_placements():
+    names = {p.name for p in YAMLS}
+    assert {
+        "yolov8-mca.yaml",
+        "yolo11-ctx-p3.yaml",
+        "yolo11-ctx-p3p5.yaml",
+        "yolo11-ctx-p3p4p5.yaml",
+        "yolo11-coordatt.yaml",
+        "yolo11-rvb-se.yaml",
+        "yolo26-rvb-se.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("cfg", YAMLS, ids=lambda p: p.stem)
+def test_yaml_builds_and_runs_every_scale(cfg, scale):
+    model = build(scaled(cfg, scale))
+    assert model.yaml["scale"] == scale
+    ours = [m for m in model.modules() if isinstance(m, (C3k2_RVB, CoordAtt, MCA, ContextAggregation))]
+    assert ours, "the YAML must contain yolo_ext modules"
+    with torch.no_grad():
+        for shape in ((1, 3, 640, 640), (1, 3, 320, 256)):
+            x = torch.rand(shape)
+            model.eval()
+            preds = model(x)
+            y = preds[0] if isinstance(preds, (tuple, list)) else preds
+            assert torch.isfinite(y).all()
+            anchors = sum((shape[2] // s) * (shape[3] // s) for s in (8, 16, 32))
+            assert y.shape[0] == 1 and anchors in y.shape
+            model.train()
+            feats = model(x)
+            feats = feats["one2many"] if isinstance(feats, dict) else feats
+            assert [f.shape[-2:] for f in feats] == [(shape[2] // s, shape[3] // s) for s in (8, 16, 32)]
+
+
+@pytest.mark.parametrize("scale", "nm")
+@pytest.mark.parametrize("family", ["11", "26"])
+def test_channels_follow_width_like_c3k2(family, scale):
+    """C3k2_RVB_SE gets exactly the c1/c2/n/c3k that C3k2 gets, and attention gets the channels of its input."""
+    ours = build(model_yaml(f"yolo{family}{scale}-rvb-se.yaml"))
+    stock = build(f"yolo{family}{scale}.yaml")
+    pairs = [(a, b) for a, b in zip(ours.model, stock.model) if isinstance(a, C3k2_RVB_SE)]
+    assert len(pairs) >= 7
+    for a, b in pairs:
+        assert isinstance(b, C3k2)
+        assert a.cv1.conv.in_channels == b.cv1.conv.in_channels
+        assert a.cv2.conv.out_channels == b.cv2.conv.out_channels
+        assert len(a.m) == len(b.m)
+        assert type(a.m[0]).__name__.startswith("C3k") == type(b.m[0]).__name__.startswith("C3k")
+    att = build(model_yaml(f"yolo11{scale}-coordatt.yaml"))
+    for layer in att.model:
+        if isinstance(layer, CoordAtt):
+            prev = att.model[layer.i - 1]
+            assert layer.conv_h.out_channels == prev.cv2.conv.out_channels
+
+
+@pytest.mark.parametrize("family", ["11", "26"])
+def test_detect_head_matches_builtin(family):
+    """Ultralytics keys the Detect head off `m is C3k2`; our blocks must get the same (non-legacy) head."""
+    ours = build(model_yaml(f"yolo{family}n-rvb-se.yaml"))
+    stock = build(f"yolo{family}n.yaml")
+    params = lambda m: sum(p.numel() for p in m.model[-1].parameters())  # noqa: E731
+    assert isinstance(ours.model[-1], Detect)
+    assert params(ours) == params(stock)
+    assert ours.model[-1].legacy is False
+
+
+def test_register_is_idempotent_and_reported():
+    parser = tasks.parse_model
+    yolo_ext.register()
+    yolo_ext.register()
+    assert tasks.parse_model is parser
+    assert yolo_ext.is_registered()
+    assert tasks.C3k2_RVB is C3k2_RVB
+
+
+def _yaml_dict(name: str) -> dict:
+    from ultralytics.nn.tasks import yaml_model_load
+
+    return copy.deepcopy(yaml_model_load(model_yaml(name)))
+
+
+def test_unknown_module_lists_registered():
+    d = _yaml_dict("yolo11n-coordatt.yaml")
+    d["head"][6][2] = "CoordAttention"
+    with pytest.raises(ModelYAMLError, match=r"Unknown module 'CoordAttention' at model YAML layer 17.*CoordAtt"):
+        build(d)
+
+
+def test_bad_argument_names_layer_index():
+    d = _yaml_dict("yolo11n-ctx-p3.yaml")
+    d["head"][6][3] = [0]  # reduction 0 cannot work
+    with pytest.raises(ModelYAMLError, match=r"layer 17 \(ContextAggregation"):
+        build(d)
+
+
+def test_bad_argument_restores_default_activation():
+    from ultralytics.nn.modules import Conv
+
+    before = Conv.default_act
+    d = _yaml_dict("yolo11n-ctx-p3.yaml")
+    d["activation"] = "nn.ReLU()"
+    d["head"][6][3] = [0]
+    with pytest.raises(ModelYAMLError):
+        build(d)
+    assert Conv.default_act is before
+
+
+def test_model_yaml_errors_name_the_shipped_files():
+    with pytest.raises(FileNotFoundError, match="yolo11-coordatt.yaml"):
+        model_yaml("yolo11n-nonexistent.yaml")
+
+
+def test_unsupported_parser_fails_loudly(monkeypatch):
+    from yolo_ext import register as reg
+
+    def parse_model(d, ch, verbose=True):  # a parser without the frozensets yolo_ext extends
+        return None
+
+    with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8.4,<8.5"):
+        reg._build_parser(parse_model)

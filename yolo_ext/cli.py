@@ -1,0 +1,36 @@
+"""``yolo-ext``: Ultralytics' ``yolo`` command with the yolo_ext modules registered.
+
+Same syntax and modes as ``yolo`` (``yolo-ext train model=yolo11n-coordatt.yaml data=... epochs=1``). The only
+addition: a ``model=`` naming a YAML shipped with yolo_ext is resolved to its packaged path.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import yolo_ext  # noqa: F401  (registers the modules before Ultralytics parses anything)
+from yolo_ext.cfg_paths import model_yaml
+
+
+def _resolve_model_arg(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    if key != "model" or not sep or not value.endswith((".yaml", ".yml")):
+        return arg
+    try:
+        return f"model={model_yaml(value)}"
+    except FileNotFoundError:
+        return arg  # let Ultralytics report it with its own search rules
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run Ultralytics' CLI entrypoint on ``argv`` (default ``sys.argv``) with yolo_ext registered."""
+    from ultralytics import cfg
+
+    argv = list(sys.argv if argv is None else argv)
+    # Ultralytics reads the argv it captured at import time; hand it ours instead of a space-joined debug string.
+    cfg.ARGV = [argv[0] if argv else "yolo-ext", *map(_resolve_model_arg, argv[1:])]
+    cfg.entrypoint()
+
+
+if __name__ == "__main__":
+    main()
