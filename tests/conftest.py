@@ -18,7 +18,10 @@ BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 
 def run_python(code: str, *, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (nothing imported but what the code imports)."""
-    full_env = {**os.environ, "YOLO_OFFLINE": "1", **(env or {})}
+    # Ultralytics sets OMP_NUM_THREADS=1 when imported; a child inheriting it would use another thread count than this
+    # process and reduce floats in another order, so outputs compared bit for bit would differ in the last digit.
+    full_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    full_env.update({"YOLO_OFFLINE": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )

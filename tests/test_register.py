@@ -60,7 +60,8 @@ def test_yaml_builds_and_runs_every_scale(cfg, scale):
             assert y.shape[0] == 1 and anchors in y.shape
             model.train()
             feats = model(x)
-            feats = feats["one2many"] if isinstance(feats, dict) else feats
+            feats = feats.get("one2many", feats) if isinstance(feats, dict) else feats  # YOLO26: two heads
+            feats = feats["feats"] if isinstance(feats, dict) else feats  # 8.4: {boxes, scores, feats}
             assert [f.shape[-2:] for f in feats] == [(shape[2] // s, shape[3] // s) for s in (8, 16, 32)]
 
 
@@ -143,10 +144,40 @@ def test_model_yaml_errors_name_the_shipped_files():
 
 
 def test_unsupported_parser_fails_loudly(monkeypatch):
-    from yolo_ext import register as reg
+    from yolo_ext import registry as reg
 
     def parse_model(d, ch, verbose=True):  # a parser without the frozensets yolo_ext extends
         return None
 
     with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8.4,<8.5"):
         reg._build_parser(parse_model)
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    """Trained-like BN statistics, so folding them into convs is a real computation (fresh BN is an identity)."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("scale", "ns")
+@pytest.mark.parametrize("cfg", [p for p in YAMLS if "rvb" in p.name], ids=lambda p: p.stem)
+def test_fused_model_equals_unfused(cfg, scale):
+    """Ultralytics' own model.fuse() reaches every RepVGGDW and the fused detector gives the same outputs."""
+    from yolo_ext.nn.repvit import RepVGGDW
+
+    model = build(scaled(cfg, scale)).eval()
+    _randomize_bn(model)
+    x = torch.rand(1, 3, 160, 224)
+    with torch.no_grad():
+        expected = model(x)[0]
+        model.fuse(verbose=False)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        assert all(not hasattr(m, "conv1") for m in model.modules() if isinstance(m, RepVGGDW))
+        torch.testing.assert_close(model(x)[0], expected, rtol=1e-4, atol=1e-4)
+        model.fuse(verbose=False)  # fusing twice is harmless
+        torch.testing.assert_close(model(x)[0], expected, rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ how DDP workers and fresh processes get the registration without any extra step.
 
 from yolo_ext.cfg_paths import model_yaml, model_yamls
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt
-from yolo_ext.register import ModelYAMLError, RegistrationError, is_registered, register, registered_modules
+from yolo_ext.registry import ModelYAMLError, RegistrationError, is_registered, register, registered_modules
 
 __version__ = "0.1.0"
 

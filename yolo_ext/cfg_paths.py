@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from importlib.resources import files
 from pathlib import Path
 
 _SCALED = re.compile(r"^(yolo(?:v)?\d+)([nslmx])(.*)$")
 
 
 def _models_root() -> Path:
-    return Path(str(files("yolo_ext.cfg") / "models"))
+    # yolo_ext/cfg is a link to the repository's cfg/, so source checkouts, editable installs and wheels agree.
+    return Path(__file__).parent / "cfg" / "models"
 
 
 def model_yamls() -> list[Path]:
