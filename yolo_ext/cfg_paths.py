@@ -13,6 +13,16 @@ def _models_root() -> Path:
     return Path(__file__).parent / "cfg" / "models"
 
 
+def scaled_name(name: str, scale: str) -> str:
+    """``yolo11-coordatt.yaml``, ``n`` -> ``yolo11n-coordatt.yaml``: the file name Ultralytics reads a scale from."""
+    match = _SCALED.match(name)
+    base = match.group(1) + match.group(3) if match else name
+    head, sep, tail = base.partition("-")
+    if sep:
+        return f"{head}{scale}-{tail}"
+    return base.replace(".yaml", f"{scale}.yaml")
+
+
 def model_yamls() -> list[Path]:
     """All model YAMLs shipped with yolo_ext (unscaled names, e.g. ``yolo11-coordatt.yaml``)."""
     return sorted(_models_root().glob("*/*.yaml"))
