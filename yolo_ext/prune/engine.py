@@ -1,0 +1,193 @@
+"""Structured channel pruning of Ultralytics detection models on Torch-Pruning's dependency graph.
+
+What Torch-Pruning lacks for YOLO is added around it, never inside it: C2f-family ``cv1`` splits (:mod:`.split`),
+channel-preserving attention leaves and a Detect stand-in (:mod:`.leaves`), protected head outputs, and a validator
+that runs after every pruning (:mod:`.validate`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from ultralytics.nn.modules import DFL, Detect
+from ultralytics.nn.tasks import DetectionModel
+
+from yolo_ext.prune.importance import NEEDS_GRADIENTS, make_importance
+from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
+from yolo_ext.prune.split import split_blocks
+from yolo_ext.prune.validate import check_model, output_shapes
+
+
+class PruningError(ValueError):
+    """A pruning request that cannot be carried out (bad option, unsupported model); the message says what to do."""
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how. ``ratio`` is the fraction of channels removed from each prunable group.
+
+    Args:
+        ratio: channels removed per group (uniform) or over all groups (``global_pruning``), in [0, 1).
+        criterion: importance name from :data:`yolo_ext.prune.importance.CRITERIA`.
+        global_pruning: rank channels across layers instead of the same ratio in each.
+        max_layer_ratio: no layer loses more than this fraction (keeps global pruning from emptying a layer).
+        round_to: keep channel counts multiples of this (hardware-friendly widths), or None.
+        iterative_steps: reach ``ratio`` in this many equal steps (importance re-estimated after each).
+        imgsz: (h, w) or one int; the traced input and the validator's first input size.
+        protect: module names (``model.22``, ``model.9.m.0``) whose channels must not change.
+    """
+
+    ratio: float = 0.4
+    criterion: str = "l1"
+    global_pruning: bool = False
+    max_layer_ratio: float = 0.8
+    round_to: int | None = None
+    iterative_steps: int = 1
+    imgsz: int | tuple[int, int] = 640
+    protect: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Reject impossible options before any work is done."""
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
+            raise PruningError(f"Pruning ratio must be in [0, 1), got {self.ratio!r}: 0.4 removes 40% of the channels.")
+        if not 0 < self.max_layer_ratio <= 1:
+            raise PruningError(f"max_layer_ratio must be in (0, 1], got {self.max_layer_ratio!r}.")
+        if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
+            raise PruningError(f"round_to must be a positive integer such as 8, got {self.round_to!r}.")
+        if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
+            raise PruningError(f"iterative_steps must be an integer >= 1, got {self.iterative_steps!r}.")
+        size = (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(self.imgsz)
+        if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
+            raise PruningError(f"imgsz must be a multiple of 32 (the largest stride), e.g. 640 or 320, got {self.imgsz!r}.")
+        make_importance(self.criterion)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(self.imgsz)
+
+
+@dataclass
+class PruneResult:
+    """The pruned model and what was done to it (``record()`` is what checkpoints and reports store)."""
+
+    model: DetectionModel
+    config: PruneConfig
+    params_before: int
+    params_after: int
+    macs_before: float
+    macs_after: float
+    channels_before: dict[str, int]
+    channels_after: dict[str, int]
+    seconds: float
+
+    def record(self) -> dict:
+        """Plain-data summary: method, ratio, per-layer output channels before/after, params and MACs."""
+        return {
+            "config": asdict(self.config),
+            "params": [self.params_before, self.params_after],
+            "macs": [self.macs_before, self.macs_after],
+            "channels": {k: [v, self.channels_after.get(k, 0)] for k, v in self.channels_before.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def conv_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv, by module name: what the report plots and the checkpoint records."""
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def protected_layers(model: DetectionModel, names: Iterable[str] = ()) -> list[nn.Module]:
+    """Layers whose output channels never change: every Detect output conv (box, class, one-to-one) and DFL."""
+    layers: list[nn.Module] = []
+    for m in model.modules():
+        if isinstance(m, Detect):
+            for head in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"):
+                for branch in getattr(m, head, None) or []:
+                    layers.append(branch[-1])  # the conv writing box distributions / class logits
+        elif isinstance(m, DFL):
+            layers.append(m)
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules:
+            raise PruningError(f"Cannot protect {name!r}: no such module. Names look like 'model.9' or 'model.22.m.0'.")
+        layers.append(modules[name])
+    return layers
+
+
+def _check_supported(model: nn.Module) -> DetectionModel:
+    if not isinstance(model, DetectionModel) or type(model.model[-1]) is not Detect:
+        head = type(model.model[-1]).__name__ if hasattr(model, "model") else type(model).__name__
+        raise PruningError(
+            f"yolo_ext prunes detection models (Detect head); this model's head is {head}. "
+            "Segmentation, pose, OBB and classification models are not supported yet."
+        )
+    return model
+
+
+def prune_model(
+    model: DetectionModel,
+    config: PruneConfig | None = None,
+    gradient_fn: Callable[[nn.Module], None] | None = None,
+) -> PruneResult:
+    """Prune ``model`` in place and validate it.
+
+    Args:
+        model: an Ultralytics ``DetectionModel`` (YOLOv8 / YOLO11 / YOLO26 families, with or without yolo_ext layers).
+        config: what to prune; defaults to ``PruneConfig()`` (L1, ratio 0.4).
+        gradient_fn: for gradient criteria (``taylor``): accumulates ``.grad`` on the model's weights from real
+            data; called before every pruning step, on the model being pruned.
+
+    Returns:
+        PruneResult with the (same, now pruned) model and before/after numbers.
+    """
+    config = config or PruneConfig()
+    config.check()
+    _check_supported(model)
+    if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
+        raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
+    start = time.perf_counter()
+    model.float().eval()
+    example = torch.rand(1, 3, *config.size)
+    shapes = output_shapes(model, config.size)
+    channels_before = conv_channels(model)
+    macs_before, params_before = tp.utils.count_ops_and_params(model, example)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}  # pruning replaces Parameter objects
+    pruners = leaf_pruners()
+    with ExitStack() as stack:
+        stack.enter_context(split_blocks(model))
+        for p in model.parameters():
+            p.requires_grad_(True)  # the graph is traced through autograd: frozen weights (DFL) would cut it
+        with trace_stand_ins(model, pruners):
+            pruner = tp.pruner.BasePruner(
+                model,
+                example,
+                importance=make_importance(config.criterion),
+                pruning_ratio=config.ratio,
+                global_pruning=config.global_pruning,
+                max_pruning_ratio=config.max_layer_ratio,
+                round_to=config.round_to,
+                iterative_steps=config.iterative_steps,
+                ignored_layers=protected_layers(model, config.protect),
+                customized_pruners=pruners,
+            )
+        for _ in range(config.iterative_steps):
+            if gradient_fn is not None:
+                model.zero_grad(set_to_none=True)
+                gradient_fn(model)
+            pruner.step()
+        model.zero_grad(set_to_none=True)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
+    model.eval()
+    check_model(model, shapes)
+    macs_after, params_after = tp.utils.count_ops_and_params(model, example)
+    return PruneResult(
+        model, config, int(params_before), int(params_after), float(macs_before), float(macs_after),
+        channels_before, conv_channels(model), time.perf_counter() - start,
+    )

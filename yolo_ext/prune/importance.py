@@ -1,0 +1,28 @@
+"""Pruning criteria by name: one registry mapping a CLI name to a Torch-Pruning importance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch_pruning as tp
+
+CRITERIA: dict[str, tuple[Callable[[], tp.importance.Importance], str]] = {
+    "l1": (lambda: tp.importance.GroupMagnitudeImportance(p=1), "L1 norm of the group's weights"),
+    "l2": (lambda: tp.importance.GroupMagnitudeImportance(p=2), "L2 norm of the group's weights"),
+    "random": (lambda: tp.importance.RandomImportance(), "random ranking (a baseline)"),
+    "lamp": (lambda: tp.importance.LAMPImportance(p=2), "layer-adaptive magnitude (LAMP), scale-free across layers"),
+    "bn": (lambda: tp.importance.BNScaleImportance(), "|gamma| of the BatchNorm after each conv (network slimming)"),
+    "taylor": (lambda: tp.importance.GroupTaylorImportance(), "first-order Taylor |w * dL/dw| on real data batches"),
+}
+
+NEEDS_GRADIENTS = frozenset({"taylor"})
+
+
+def make_importance(name: str) -> tp.importance.Importance:
+    """The importance for ``name``; a clear error lists the known criteria."""
+    try:
+        factory, _ = CRITERIA[name]
+    except KeyError:
+        known = ", ".join(f"{k} ({d})" for k, (_, d) in CRITERIA.items())
+        raise ValueError(f"Unknown pruning criterion {name!r}. Choose one of: {known}.") from None
+    return factory()

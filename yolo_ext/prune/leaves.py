@@ -1,0 +1,191 @@
+"""How attention layers prune: each is a channel-preserving leaf whose reshapes the dependency graph never sees.
+
+Torch-Pruning traces through a module even when it is ignored, and loses itself in attention reshapes (C2PSA hangs,
+CoordAtt's spatial concat and MCA's permutes are mis-mapped as channel ops). So while the graph is built, every layer
+registered here runs a stand-in forward that is an identity to the graph (:func:`trace_stand_ins`), and a
+:class:`LeafPruner` prunes the real layer: its input and output channels are the same indices, the inner widths the
+trained weights need (CoordAtt's squeeze, ContextAggregation's value width and single-channel gate/key, MCA's
+1-D kernels, attention key_dim) stay as they are. Detect gets a stand-in too: all branches, including YOLO26's
+one-to-one head that the stock forward detaches, with no box decoding.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from ultralytics.nn.modules import Conv, Detect
+from ultralytics.nn.modules.block import Attention
+
+from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
+
+
+def _keep(n: int, idxs: Sequence[int]) -> list[int]:
+    drop = set(idxs)
+    return [i for i in range(n) if i not in drop]
+
+
+def _prune_bn(bn: nn.BatchNorm2d, idxs: Sequence[int]) -> None:
+    tp.prune_batchnorm_out_channels(bn, list(idxs))
+
+
+def _prune_conv_out(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
+    """Output channels of a plain conv or of an Ultralytics Conv (conv + BN; a fused one has no BN)."""
+    inner = conv.conv if isinstance(conv, Conv) else conv
+    if inner.groups > 1 and inner.groups == inner.out_channels:
+        tp.prune_depthwise_conv_out_channels(inner, list(idxs))
+    else:
+        tp.prune_conv_out_channels(inner, list(idxs))
+    if isinstance(conv, Conv) and hasattr(conv, "bn"):
+        _prune_bn(conv.bn, idxs)
+
+
+def _prune_conv_in(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
+    tp.prune_conv_in_channels(conv.conv if isinstance(conv, Conv) else conv, list(idxs))
+
+
+class LeafPruner(tp.pruner.BasePruningFunc):
+    """A channel-preserving layer: pruning its output channels prunes the same input channels (one function)."""
+
+    TARGET_MODULES = None
+
+    def channels(self, layer: nn.Module) -> int:
+        """Input (= output) channels, read from the weights."""
+        raise NotImplementedError
+
+    def prune(self, layer: nn.Module, idxs: Sequence[int]) -> None:
+        """Remove channels ``idxs`` from every weight that sees them."""
+        raise NotImplementedError
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        self.prune(layer, sorted(set(idxs)))
+        return layer
+
+    prune_in_channels = prune_out_channels  # one function: Torch-Pruning couples input and output channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return self.channels(layer)
+
+    get_in_channels = get_out_channels
+
+
+class CoordAttPruner(LeafPruner):
+    """CoordAtt: the squeeze conv loses input channels, the two gate convs lose output channels."""
+
+    def channels(self, layer: CoordAtt) -> int:
+        return layer.conv_h.out_channels
+
+    def prune(self, layer: CoordAtt, idxs: Sequence[int]) -> None:
+        _prune_conv_in(layer.conv1, idxs)
+        _prune_conv_out(layer.conv_h, idxs)
+        _prune_conv_out(layer.conv_w, idxs)
+
+
+class MCAPruner(LeafPruner):
+    """MCA has no per-channel weights: its 1-D kernels slide over the axes and keep their trained size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._channels: dict[int, int] = {}
+
+    def channels(self, layer: MCA) -> int:
+        return self._channels[id(layer)]
+
+    def track(self, layer: MCA, channels: int) -> None:
+        """MCA's width is only in the tensors it sees, so the pruner counts it."""
+        self._channels[id(layer)] = channels
+
+    def prune(self, layer: MCA, idxs: Sequence[int]) -> None:
+        self._channels[id(layer)] -= len(idxs)
+
+
+class ContextAggregationPruner(LeafPruner):
+    """ContextAggregation: gate, key and value convs lose input channels, the output projection output channels."""
+
+    def channels(self, layer: ContextAggregation) -> int:
+        return layer.in_channels
+
+    def prune(self, layer: ContextAggregation, idxs: Sequence[int]) -> None:
+        for conv in (layer.a, layer.k, layer.v):
+            _prune_conv_in(conv, idxs)
+        _prune_conv_out(layer.m, idxs)
+
+
+class AttentionPruner(LeafPruner):
+    """Ultralytics' multi-head ``Attention`` (C2PSA, PSABlock, C3k2 with attn): head_dim shrinks in every head alike.
+
+    Channel ``i`` of the block is value channel ``i % head_dim`` of head ``i // head_dim``; the channel groups
+    reported to the pruner (one per head) make Torch-Pruning remove the same positions in every head. Query/key
+    widths and the softmax scale stay as trained.
+    """
+
+    def channels(self, layer: Attention) -> int:
+        return layer.proj.conv.out_channels
+
+    def get_out_channel_groups(self, layer: Attention) -> int:
+        return layer.num_heads
+
+    get_in_channel_groups = get_out_channel_groups
+
+    def prune(self, layer: Attention, idxs: Sequence[int]) -> None:
+        hd, kd, nh = layer.head_dim, layer.key_dim, layer.num_heads
+        per_head = [sorted(i % hd for i in idxs if i // hd == h) for h in range(nh)]
+        if any(p != per_head[0] for p in per_head):
+            raise RuntimeError(f"Attention pruning must remove the same value channels in every head, got {per_head}")
+        qkv_rows = [h * (2 * kd + hd) + 2 * kd + j for h in range(nh) for j in per_head[0]]
+        _prune_conv_in(layer.qkv, idxs)
+        _prune_conv_out(layer.qkv, qkv_rows)
+        _prune_conv_out(layer.pe, idxs)
+        _prune_conv_in(layer.proj, idxs)
+        _prune_conv_out(layer.proj, idxs)
+        layer.head_dim = hd - len(per_head[0])
+
+
+def leaf_pruners() -> dict[type[nn.Module], LeafPruner]:
+    """A fresh pruner per layer type (Torch-Pruning matches the exact class; MCAPruner holds per-run state)."""
+    return {
+        CoordAtt: CoordAttPruner(),
+        MCA: MCAPruner(),
+        ContextAggregation: ContextAggregationPruner(),
+        Attention: AttentionPruner(),
+    }
+
+
+def _identity_to_graph(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Stand-in forward: one node from input to output, nothing inside for the graph to walk into."""
+    return x.clone()
+
+
+def _detect_all_branches(self: Detect, x: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Stand-in Detect forward: every head branch on every level, one-to-one head included and not detached."""
+    heads = [self.cv2, self.cv3]
+    if getattr(self, "one2one_cv2", None) is not None:
+        heads += [self.one2one_cv2, self.one2one_cv3]
+    return [head[i](x[i]) for head in heads for i in range(self.nl)]
+
+
+@contextmanager
+def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]) -> Iterator[None]:
+    """Give leaf layers and Detect their stand-in forwards while the dependency graph is traced."""
+    patched, hooks = [], []
+    for m in model.modules():
+        pruner = pruners.get(type(m))
+        if pruner is not None:
+            if isinstance(pruner, MCAPruner):
+                hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
+            m.forward = types.MethodType(_identity_to_graph, m)
+            patched.append(m)
+        elif isinstance(m, Detect):
+            m.forward = types.MethodType(_detect_all_branches, m)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+        for h in hooks:
+            h.remove()

@@ -1,0 +1,110 @@
+"""The check run after every pruning: stored attributes agree with weights, forward works at two sizes, finite outputs.
+
+A model that passes can be saved, reloaded, fused and exported; one that does not is never written to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import C2PSA, C2f
+from ultralytics.nn.modules.block import Attention
+
+from yolo_ext.nn import ContextAggregation
+
+
+class PrunedModelError(RuntimeError):
+    """The pruned model is inconsistent; the message names the layer. Nothing was saved."""
+
+
+def _conv(m: nn.Conv2d) -> str | None:
+    o, i_g = m.weight.shape[:2]
+    if (m.out_channels, m.in_channels) != (o, i_g * m.groups) or m.in_channels % m.groups or m.out_channels % m.groups:
+        return f"out/in/groups {m.out_channels}/{m.in_channels}/{m.groups} vs weight {tuple(m.weight.shape)}"
+    if m.bias is not None and m.bias.numel() != o:
+        return f"bias has {m.bias.numel()} values for {o} channels"
+    return None
+
+
+def _bn(m: nn.BatchNorm2d) -> str | None:
+    sizes = {m.num_features, m.weight.numel(), m.bias.numel(), m.running_mean.numel(), m.running_var.numel()}
+    return None if len(sizes) == 1 else f"num_features {m.num_features} vs parameter sizes {sorted(sizes)}"
+
+
+def _split_block(m: C2f | C2PSA) -> str | None:
+    out = m.cv1.conv.out_channels
+    return None if out == 2 * m.c else f"cv1 has {out} output channels but self.c = {m.c} (forward_split needs 2c)"
+
+
+def _attention(m: Attention) -> str | None:
+    nh, hd, kd = m.num_heads, m.head_dim, m.key_dim
+    qkv, dim = m.qkv.conv.out_channels, m.proj.conv.in_channels
+    if nh * hd != dim or qkv != nh * (2 * kd + hd) or m.pe.conv.out_channels != dim:
+        return f"heads {nh} x head_dim {hd} != proj in {dim}, or qkv {qkv} != heads x (2 x key_dim {kd} + head_dim)"
+    return None
+
+
+def _context(m: ContextAggregation) -> str | None:
+    gates = (m.a.out_channels, m.k.out_channels)
+    return None if gates == (1, 1) else f"gate/key convs must keep one output channel, have {gates}"
+
+
+CHECKS: dict[type[nn.Module], Callable[[nn.Module], str | None]] = {
+    nn.Conv2d: _conv,
+    nn.BatchNorm2d: _bn,
+    C2f: _split_block,
+    C2PSA: _split_block,
+    Attention: _attention,
+    ContextAggregation: _context,
+}
+
+
+def _tensors(out: object) -> list[torch.Tensor]:
+    """Every prediction tensor in a (nested) model output, in a fixed order; ``feats`` (the pruned neck) left out."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) if k != "feats" for t in _tensors(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _flat_shapes(out: object) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in _tensors(out)]
+
+
+def check_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The validator's two input sizes: the pruning size and a smaller, non-square one."""
+    h, w = size
+    return [size, (max(64, h // 2 // 32 * 32), w)]
+
+
+@torch.no_grad()
+def output_shapes(model: nn.Module, size: tuple[int, int]) -> dict[tuple[int, int], list[tuple[int, ...]]]:
+    """Shapes of every output tensor in eval mode at both check sizes (recorded before pruning)."""
+    model.eval()
+    return {s: _flat_shapes(model(torch.rand(1, 3, *s))) for s in check_sizes(size)}
+
+
+@torch.no_grad()
+def check_model(model: nn.Module, expected: dict[tuple[int, int], list[tuple[int, ...]]]) -> None:
+    """Raise :class:`PrunedModelError` naming the first inconsistent layer or output."""
+    for name, m in model.named_modules():
+        for cls, check in CHECKS.items():
+            if isinstance(m, cls) and (problem := check(m)):
+                raise PrunedModelError(f"Pruned layer {name} ({type(m).__name__}) is inconsistent: {problem}.")
+    model.eval()
+    for size, shapes in expected.items():
+        try:
+            out = model(torch.rand(1, 3, *size))
+        except Exception as e:
+            raise PrunedModelError(f"Pruned model fails forward at input {size}: {type(e).__name__}: {e}") from e
+        got = _flat_shapes(out)
+        if got != shapes:
+            raise PrunedModelError(f"Pruned model output shapes at input {size} changed: {got} != {shapes}.")
+        if not all(torch.isfinite(t).all() for t in _tensors(out)):
+            raise PrunedModelError(f"Pruned model gives non-finite outputs at input {size}.")
+
