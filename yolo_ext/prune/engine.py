@@ -7,10 +7,11 @@ that runs after every pruning (:mod:`.validate`).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch_pruning as tp
@@ -41,6 +42,8 @@ class PruneConfig:
         iterative_steps: reach ``ratio`` in this many equal steps (importance re-estimated after each).
         imgsz: (h, w) or one int; the traced input and the validator's first input size.
         protect: module names (``model.22``, ``model.9.m.0``) whose channels must not change.
+        target_params / target_macs: instead of ``ratio``, the fraction of parameters / MACs to remove; the ratio
+            is searched on copies of the model until the reduction is within ``target_tolerance``.
     """
 
     ratio: float = 0.4
@@ -51,9 +54,18 @@ class PruneConfig:
     iterative_steps: int = 1
     imgsz: int | tuple[int, int] = 640
     protect: list[str] = field(default_factory=list)
+    target_params: float | None = None
+    target_macs: float | None = None
+    target_tolerance: float = 0.01
 
     def check(self) -> None:
         """Reject impossible options before any work is done."""
+        if self.target_params is not None and self.target_macs is not None:
+            raise PruningError("Give either a params target or a MACs target, not both.")
+        for name in ("target_params", "target_macs"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 0.95:
+                raise PruningError(f"{name} must be in (0, 0.95), got {value!r}: 0.5 removes half of them.")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
             raise PruningError(f"Pruning ratio must be in [0, 1), got {self.ratio!r}: 0.4 removes 40% of the channels.")
         if not 0 < self.max_layer_ratio <= 1:
@@ -152,6 +164,8 @@ def prune_model(
     if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
     start = time.perf_counter()
+    if config.target_params is not None or config.target_macs is not None:
+        config = replace(config, ratio=_ratio_for_target(model, config, gradient_fn), target_params=None, target_macs=None)
     model.float().eval()
     example = torch.rand(1, 3, *config.size)
     shapes = output_shapes(model, config.size)
@@ -191,3 +205,33 @@ def prune_model(
         model, config, int(params_before), int(params_after), float(macs_before), float(macs_after),
         channels_before, conv_channels(model), time.perf_counter() - start,
     )
+
+
+def _ratio_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: Callable | None) -> float:
+    """Channel ratio whose pruning removes the targeted fraction of params or MACs, searched on model copies.
+
+    Removing a fraction r of the channels on both sides of most convs removes about 1 - (1 - r)^2 of their weights,
+    so the search starts there and then bisects / corrects on the measured reduction (usually 2-3 tries).
+    """
+    metric = "params" if config.target_params is not None else "macs"
+    target = config.target_params if metric == "params" else config.target_macs
+    lo, hi, ratio = 0.0, 0.95, 1 - (1 - target) ** 0.5
+    best = (float("inf"), ratio)
+    for _ in range(8):
+        trial = replace(config, ratio=ratio, target_params=None, target_macs=None)
+        result = prune_model(copy.deepcopy(model), trial, gradient_fn)
+        before, after = (result.params_before, result.params_after) if metric == "params" else (
+            result.macs_before, result.macs_after)
+        got = 1 - after / before
+        best = min(best, (abs(got - target), ratio))
+        if abs(got - target) <= config.target_tolerance:
+            return ratio
+        lo, hi = (ratio, hi) if got < target else (lo, ratio)
+        guess = 1 - (1 - ratio) * ((1 - target) / max(1 - got, 1e-6)) ** 0.5  # same power law, rescaled
+        ratio = guess if lo < guess < hi else (lo + hi) / 2
+    if best[0] > 3 * config.target_tolerance:
+        raise PruningError(
+            f"Could not reach a {metric} reduction of {target:.0%} (closest: off by {best[0]:.1%}); protected layers "
+            "and max_layer_ratio limit how much can be removed. Lower the target or raise max_layer_ratio."
+        )
+    return best[1]

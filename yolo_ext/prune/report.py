@@ -1,0 +1,73 @@
+"""Before/after numbers of a pruning: params, GFLOPs, CPU latency (interleaved runs, median) and a channel plot."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Row:
+    """One line of the report: a quantity before and after."""
+
+    name: str
+    before: float
+    after: float
+    fmt: str = "{:,.0f}"
+
+    @property
+    def change(self) -> float:
+        """Relative reduction in percent (positive = smaller after)."""
+        return 100.0 * (1 - self.after / self.before) if self.before else 0.0
+
+
+@torch.no_grad()
+def interleaved_latency_ms(models: list[nn.Module], size: tuple[int, int], runs: int = 20, warmup: int = 3) -> list[float]:
+    """Median CPU latency (batch 1) of each model, runs alternating between models so machine noise hits all alike."""
+    x = torch.rand(1, 3, *size)
+    for m in models:
+        m.eval()
+        for _ in range(warmup):
+            m(x)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(runs):
+        for i, m in enumerate(models):
+            t = time.perf_counter()
+            m(x)
+            times[i].append(1000 * (time.perf_counter() - t))
+    return [statistics.median(t) for t in times]
+
+
+def format_table(rows: list[Row], title: str) -> str:
+    """A fixed-width text table: quantity, before, after, reduction."""
+    lines = [title, f"{'':<16}{'before':>14}{'after':>14}{'reduction':>12}"]
+    for r in rows:
+        lines.append(f"{r.name:<16}{r.fmt.format(r.before):>14}{r.fmt.format(r.after):>14}{r.change:>11.1f}%")
+    return "\n".join(lines)
+
+
+def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, title: str) -> Path:
+    """Bar plot of output channels per conv layer, before and after (PNG, no font download: Agg + DejaVu)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(before)
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.08), 4))
+    ax.bar(range(len(names)), [before[n] for n in names], color="#bbbbbb", label="before", width=1.0)
+    ax.bar(range(len(names)), [after.get(n, 0) for n in names], color="#1f77b4", label="after", width=1.0)
+    ax.set_xlabel("conv layer (model order)")
+    ax.set_ylabel("output channels")
+    ax.set_title(title)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
