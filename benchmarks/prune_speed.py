@@ -296,9 +296,13 @@ def run_child(spec: dict[str, Any], proto: Any) -> None:
         if spec["cap"] == "as":
             cap = int(spec["max_gb"] * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        import torch  # noqa: F401  (import cost lands before the model is built, not in the pruning)
+        import torch  # import costs land here, before the model is built, not in the pruning
         import torch_pruning  # noqa: F401
         import ultralytics  # noqa: F401
+
+        if spec.get("threads", 0) > 0:
+            torch.set_num_threads(spec["threads"])
+        rec["threads"] = torch.get_num_threads()
 
         method = spec["method"]
         if method == "yolo_ext":
@@ -317,11 +321,8 @@ def run_child(spec: dict[str, Any], proto: Any) -> None:
         imgsz, ratio = spec["imgsz"], spec["ratio"]
         example = torch.randn(1, 3, imgsz, imgsz)
 
-        if spec.get("threads", 0) > 0:
-            torch.set_num_threads(spec["threads"])
-        rec["threads"] = torch.get_num_threads()
         emit(phase="prune")
-        cpu0 = time.process_time()  # all threads of this process: tells contention (wall >> cpu) from work
+        cpu0, wall0 = time.process_time(), time.perf_counter()  # process_time: all threads (contention vs work)
         try:
             if method == "naive":
                 model, times = _prune_naive(model, example, _importance(spec["criterion"]), ratio)
@@ -332,6 +333,7 @@ def run_child(spec: dict[str, Any], proto: Any) -> None:
                 model, times = _prune_yolo_ext(model, cfg, prune_model)
         except Exception as e:
             rec["maxrss_gb"] = _maxrss_kb() / 2**20
+            rec["elapsed_s"] = time.perf_counter() - wall0
             rec.update(status="oom" if _is_oom(e) else "error", error=_short(e))
             emit(final=rec)
             return
@@ -417,6 +419,7 @@ def run_one(spec: dict[str, Any], timeout: float, max_gb: float) -> dict[str, An
             elif time.monotonic() - phase_t0 > limit:
                 killed = "timeout"
             if killed:
+                stop_t = time.monotonic()
                 proc.kill()
                 proc.wait()
                 break
@@ -429,10 +432,13 @@ def run_one(spec: dict[str, Any], timeout: float, max_gb: float) -> dict[str, An
 
     base = {"model": spec["model"], "method": spec["method"], "poll_peak_gb": peak_poll_kb / 2**20}
     if killed == "oom":
-        return {**base, "status": "oom", "error": f"OOM>{max_gb:g}GB", "killed_in": phase}
+        at = f" ({phase} phase, after {stop_t - phase_t0:.0f}s)"
+        return {**base, "status": "oom", "error": f"OOM>{max_gb:g}GB{at}", "killed_in": phase,
+                "elapsed_s": stop_t - phase_t0}
     if killed == "timeout":
         where = "" if phase == "prune" else f" ({phase})"
-        return {**base, "status": "timeout", "error": f"timeout>{limit:g}s{where}", "killed_in": phase}
+        return {**base, "status": "timeout", "error": f"timeout>{limit:g}s{where}", "killed_in": phase,
+                "elapsed_s": stop_t - phase_t0}
     if final is None:  # died without a record: a signal (RLIMIT_AS can end in SIGSEGV/abort) or an import failure
         rc = proc.returncode
         why = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
@@ -441,7 +447,7 @@ def run_one(spec: dict[str, Any], timeout: float, max_gb: float) -> dict[str, An
         error = f"OOM>{max_gb:g}GB ({why})" if status == "oom" else _short(f"crashed ({why}): {last}")
         return {**base, "status": status, "error": error, "killed_in": phase}
     if final.get("status") == "oom":
-        final["error"] = f"OOM>{max_gb:g}GB ({final.get('error', '')})"[: ERR_CHARS]
+        final["error"] = _short(f"OOM>{max_gb:g}GB address space ({final.get('error', '')})")
     return {**base, **final}
 
 
@@ -485,12 +491,16 @@ def print_table(recs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """The per-run Markdown table and, per model, yolo_ext relative to the expert recipe."""
     print(
         f"\n### Pruning at ratio {args.ratio}, criterion {args.criterion}, imgsz {args.imgsz} "
-        f"(median of {args.repeat} run(s); MACs from torch_pruning count_ops_and_params)\n"
+        f"(median of {args.repeat} run(s); MACs from torch_pruning count_ops_and_params; "
+        f"prune s in parentheses: seconds until the run failed or was stopped)\n"
     )
-    print("| model | method | result | prune s | CPU s | time split s | peak RSS GB (after build → +pruning) | params | GMACs | MACs −% |")
+    print(
+        "| model | method | result | prune s | CPU s | time split s | peak RSS GB (after build → +pruning) "
+        "| params | GMACs | MACs −% |"
+    )
     print("|---|---|---|---:|---:|---|---:|---|---|---:|")
     for r in recs:
-        t = f"{r['time_s']:.2f}" if "time_s" in r else "-"
+        t = f"{r['time_s']:.2f}" if "time_s" in r else f"({r['elapsed_s']:.1f})" if "elapsed_s" in r else "-"
         if len(r.get("times_all", [])) > 1:
             t += f" (min {min(r['times_all']):.2f})"
         cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-"
@@ -546,7 +556,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="rss: parent kills the child above --max-gb RSS; as: RLIMIT_AS=--max-gb in the child (counts the "
         "~3.5 GiB of address space torch maps at import, so it is much stricter than RSS)",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in each run (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per run (0: torch's default, 2 here). 1 by default: with 2 threads, any other busy process "
+        "on this 2-core machine makes every OpenMP barrier wait for a descheduled thread (pruning ~15x slower)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per (model, method); the median time is shown")
     parser.add_argument("--json", default="", help="also write every run's raw record to this file")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -583,14 +599,19 @@ def main(args: argparse.Namespace) -> None:
                 runs[method].append(rec)
                 all_runs.append(rec)
                 t = f"{rec['time_s']:.2f}s" if "time_s" in rec else "-"
-                print(f"[{model} {method} #{rep}] {result_cell(rec)}  prune {t}  (child {rec['wall_child_s']:.0f}s, "
-                      f"load {load:.1f})", file=sys.stderr, flush=True)
+                print(
+                    f"[{model} {method} #{rep}] {result_cell(rec)}  prune {t}  "
+                    f"(child {rec['wall_child_s']:.0f}s, load {load:.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
         recs.extend(combine(runs[m]) for m in args.methods)
     print_table(recs, args)
     loads = [r["loadavg_before"] for r in all_runs]
     print(
         f"\nTotal {time.monotonic() - t_start:.0f} s for {len(all_runs)} runs; 1-min load average before runs "
-        f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs (timings are wall-clock; a busy machine inflates them)."
+        f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs, {args.threads or 'default'} torch thread(s) "
+        "per run (timings are wall-clock; a busy machine inflates them)."
     )
     if args.json:
         with open(args.json, "w") as f:

@@ -10,8 +10,8 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.prune import CRITERIA, PruneConfig, PrunedModelError, PruningError
-from yolo_ext.prune.checkpoint import CheckpointError, prune_checkpoint
+from yolo_ext.prune import CRITERIA, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.prune.checkpoint import prune_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -19,12 +19,9 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.patches import torch_load
 
 import yolo_ext
-from yolo_ext.prune.engine import PruneConfig, PruneResult, PruningError, prune_model
+from yolo_ext.prune.engine import PruneConfig, PruneResult, prune_model
+from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.report import Row, format_table, interleaved_latency_ms, plot_channels
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or written as asked; the message says what to pass instead."""
 
 
 def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:

@@ -19,14 +19,11 @@ from torch import nn
 from ultralytics.nn.modules import DFL, Detect
 from ultralytics.nn.tasks import DetectionModel
 
+from yolo_ext.prune.errors import PruningError
 from yolo_ext.prune.importance import NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
 from yolo_ext.prune.validate import check_model, output_shapes
-
-
-class PruningError(ValueError):
-    """A pruning request that cannot be carried out (bad option, unsupported model); the message says what to do."""
 
 
 @dataclass
@@ -165,7 +162,7 @@ def prune_model(
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
     start = time.perf_counter()
     if config.target_params is not None or config.target_macs is not None:
-        config = replace(config, ratio=_ratio_for_target(model, config, gradient_fn), target_params=None, target_macs=None)
+        config = _config_for_target(model, config, gradient_fn)
     model.float().eval()
     example = torch.rand(1, 3, *config.size)
     shapes = output_shapes(model, config.size)
@@ -207,31 +204,48 @@ def prune_model(
     )
 
 
-def _ratio_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: Callable | None) -> float:
-    """Channel ratio whose pruning removes the targeted fraction of params or MACs, searched on model copies.
+def _config_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: Callable | None) -> PruneConfig:
+    """The config (ratio, and global ranking if needed) that removes the targeted fraction of params or MACs.
 
-    Removing a fraction r of the channels on both sides of most convs removes about 1 - (1 - r)^2 of their weights,
-    so the search starts there and then bisects / corrects on the measured reduction (usually 2-3 tries).
+    A uniform ratio moves in jumps: layer widths are multiples of each other, so one ratio step rounds many layers
+    at once. When no uniform ratio lands within the tolerance, channels are ranked globally instead, which removes
+    them one at a time; the returned config says which was used.
     """
     metric = "params" if config.target_params is not None else "macs"
     target = config.target_params if metric == "params" else config.target_macs
+    base = replace(config, target_params=None, target_macs=None)
+    errors = []
+    for global_pruning in sorted({config.global_pruning, True}):
+        error, ratio = _search_ratio(model, replace(base, global_pruning=global_pruning), metric, target, gradient_fn)
+        if error <= config.target_tolerance:
+            return replace(base, ratio=ratio, global_pruning=global_pruning)
+        errors.append(error)
+    error = min(errors)
+    raise PruningError(
+        f"Could not reach a {metric} reduction of {target:.0%} (closest: off by {error:.1%}); protected layers "
+        "and max_layer_ratio limit how much can be removed. Lower the target or raise max_layer_ratio."
+    )
+
+
+def _search_ratio(
+    model: DetectionModel, config: PruneConfig, metric: str, target: float, gradient_fn: Callable | None
+) -> tuple[float, float]:
+    """(error, ratio) of the best ratio found for ``target``, pruning copies of the model (usually 2-4 tries).
+
+    Removing a fraction r of the channels on both sides of most convs removes about 1 - (1 - r)^2 of their weights,
+    so the search starts there and then corrects with the same power law inside a shrinking bracket.
+    """
     lo, hi, ratio = 0.0, 0.95, 1 - (1 - target) ** 0.5
     best = (float("inf"), ratio)
-    for _ in range(8):
-        trial = replace(config, ratio=ratio, target_params=None, target_macs=None)
-        result = prune_model(copy.deepcopy(model), trial, gradient_fn)
+    for _ in range(10):
+        result = prune_model(copy.deepcopy(model), replace(config, ratio=ratio), gradient_fn)
         before, after = (result.params_before, result.params_after) if metric == "params" else (
             result.macs_before, result.macs_after)
         got = 1 - after / before
         best = min(best, (abs(got - target), ratio))
-        if abs(got - target) <= config.target_tolerance:
-            return ratio
+        if best[0] <= config.target_tolerance or hi - lo < 1e-3:
+            break
         lo, hi = (ratio, hi) if got < target else (lo, ratio)
-        guess = 1 - (1 - ratio) * ((1 - target) / max(1 - got, 1e-6)) ** 0.5  # same power law, rescaled
+        guess = 1 - (1 - ratio) * ((1 - target) / max(1 - got, 1e-6)) ** 0.5
         ratio = guess if lo < guess < hi else (lo + hi) / 2
-    if best[0] > 3 * config.target_tolerance:
-        raise PruningError(
-            f"Could not reach a {metric} reduction of {target:.0%} (closest: off by {best[0]:.1%}); protected layers "
-            "and max_layer_ratio limit how much can be removed. Lower the target or raise max_layer_ratio."
-        )
-    return best[1]
+    return best

@@ -12,7 +12,7 @@ from ultralytics.data.utils import check_det_dataset
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from yolo_ext.prune.engine import PruningError
+from yolo_ext.prune.errors import PruningError
 
 
 def loss_gradients(data: str | Path, imgsz: int, batches: int = 4, batch_size: int = 8) -> Callable[[nn.Module], None]:

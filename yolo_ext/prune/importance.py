@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch_pruning as tp
 
+from yolo_ext.prune.errors import PruningError
+
 CRITERIA: dict[str, tuple[Callable[[], tp.importance.Importance], str]] = {
     "l1": (lambda: tp.importance.GroupMagnitudeImportance(p=1), "L1 norm of the group's weights"),
     "l2": (lambda: tp.importance.GroupMagnitudeImportance(p=2), "L2 norm of the group's weights"),
@@ -24,5 +26,5 @@ def make_importance(name: str) -> tp.importance.Importance:
         factory, _ = CRITERIA[name]
     except KeyError:
         known = ", ".join(f"{k} ({d})" for k, (_, d) in CRITERIA.items())
-        raise ValueError(f"Unknown pruning criterion {name!r}. Choose one of: {known}.") from None
+        raise PruningError(f"Unknown pruning criterion {name!r}. Choose one of: {known}.") from None
     return factory()

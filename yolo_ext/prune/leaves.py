@@ -3,9 +3,9 @@
 Torch-Pruning traces through a module even when it is ignored, and loses itself in attention reshapes (C2PSA hangs,
 CoordAtt's spatial concat and MCA's permutes are mis-mapped as channel ops). So while the graph is built, every layer
 registered here runs a stand-in forward that is an identity to the graph (:func:`trace_stand_ins`), and a
-:class:`LeafPruner` prunes the real layer: its input and output channels are the same indices, the inner widths the
-trained weights need (CoordAtt's squeeze, ContextAggregation's value width and single-channel gate/key, MCA's
-1-D kernels, attention key_dim) stay as they are. Detect gets a stand-in too: all branches, including YOLO26's
+:class:`LeafPruner` prunes the real layer: its input and output channels are the same indices; inner widths
+(CoordAtt's squeeze, ContextAggregation's value width) shrink in proportion, dropping their weakest channels; what
+the trained weights need stays (single-channel gate/key, MCA's 1-D kernels, attention key_dim and scale). Detect gets a stand-in too: all branches, including YOLO26's
 one-to-one head that the stock forward detaches, with no box decoding.
 """
 
@@ -48,6 +48,22 @@ def _prune_conv_in(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
     tp.prune_conv_in_channels(conv.conv if isinstance(conv, Conv) else conv, list(idxs))
 
 
+def _weakest_inner(width: int, new_width: int, producer: nn.Conv2d, consumers: Sequence[nn.Conv2d]) -> list[int]:
+    """Inner channels to drop so ``width`` becomes ``new_width``: smallest L1 norm of the producer row plus the
+    consumer columns (the weights a channel carries in and out of the block)."""
+    if new_width >= width:
+        return []
+    score = producer.weight.detach().abs().flatten(1).sum(1)
+    for c in consumers:
+        score = score + c.weight.detach().abs().transpose(0, 1).flatten(1).sum(1)
+    return sorted(torch.argsort(score)[: width - new_width].tolist())
+
+
+def _scaled(inner: int, old: int, new: int, floor: int = 1) -> int:
+    """Inner width that keeps its trained proportion to the block width, never below ``floor`` (or its own size)."""
+    return max(min(floor, inner), round(inner * new / old))
+
+
 class LeafPruner(tp.pruner.BasePruningFunc):
     """A channel-preserving layer: pruning its output channels prunes the same input channels (one function)."""
 
@@ -74,15 +90,23 @@ class LeafPruner(tp.pruner.BasePruningFunc):
 
 
 class CoordAttPruner(LeafPruner):
-    """CoordAtt: the squeeze conv loses input channels, the two gate convs lose output channels."""
+    """CoordAtt: the squeeze conv loses input channels, the two gate convs output channels; the squeeze width
+    shrinks in proportion (not below the module's floor of 8), dropping its weakest channels."""
 
     def channels(self, layer: CoordAtt) -> int:
         return layer.conv_h.out_channels
 
     def prune(self, layer: CoordAtt, idxs: Sequence[int]) -> None:
+        old = self.channels(layer)
         _prune_conv_in(layer.conv1, idxs)
         _prune_conv_out(layer.conv_h, idxs)
         _prune_conv_out(layer.conv_w, idxs)
+        mid = layer.conv1.conv.out_channels
+        inner = _weakest_inner(mid, _scaled(mid, old, old - len(idxs), 8), layer.conv1.conv, [layer.conv_h, layer.conv_w])
+        if inner:
+            _prune_conv_out(layer.conv1, inner)
+            _prune_conv_in(layer.conv_h, inner)
+            _prune_conv_in(layer.conv_w, inner)
 
 
 class MCAPruner(LeafPruner):
@@ -104,15 +128,22 @@ class MCAPruner(LeafPruner):
 
 
 class ContextAggregationPruner(LeafPruner):
-    """ContextAggregation: gate, key and value convs lose input channels, the output projection output channels."""
+    """ContextAggregation: gate, key and value convs lose input channels, the output projection output channels;
+    the value width shrinks in proportion (weakest channels first); gate and key keep their single channel."""
 
     def channels(self, layer: ContextAggregation) -> int:
         return layer.in_channels
 
     def prune(self, layer: ContextAggregation, idxs: Sequence[int]) -> None:
+        old = self.channels(layer)
         for conv in (layer.a, layer.k, layer.v):
             _prune_conv_in(conv, idxs)
         _prune_conv_out(layer.m, idxs)
+        width = layer.inter_channels
+        inner = _weakest_inner(width, _scaled(width, old, old - len(idxs)), layer.v, [layer.m])
+        if inner:
+            _prune_conv_out(layer.v, inner)
+            _prune_conv_in(layer.m, inner)
 
 
 class AttentionPruner(LeafPruner):

@@ -13,10 +13,7 @@ from ultralytics.nn.modules import C2PSA, C2f
 from ultralytics.nn.modules.block import Attention
 
 from yolo_ext.nn import ContextAggregation
-
-
-class PrunedModelError(RuntimeError):
-    """The pruned model is inconsistent; the message names the layer. Nothing was saved."""
+from yolo_ext.prune.errors import PrunedModelError
 
 
 def _conv(m: nn.Conv2d) -> str | None:

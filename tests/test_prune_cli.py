@@ -1,0 +1,202 @@
+"""tools/prune.py and pruned checkpoints: files written, reload/val/predict/export in fresh processes, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import pickletools
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from ultralytics import YOLO
+
+import yolo_ext
+from conftest import REPO, run_python
+
+PRUNE = REPO / "tools" / "prune.py"
+NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("prune_tool", PRUNE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_prune(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PRUNE), *args], capture_output=True, text=True, timeout=600)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A 3-class yolo11n-coordatt checkpoint as Ultralytics saves it (half precision)."""
+    torch.manual_seed(0)
+    model = YOLO(yolo_ext.model_yaml("yolo11n-coordatt.yaml"))
+    model.model.names = NAMES
+    model.model.yaml["nc"] = 3
+    from ultralytics.nn.tasks import DetectionModel
+
+    model.model = DetectionModel(model.model.yaml, nc=3, verbose=False)
+    model.model.names = NAMES
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pruned(checkpoint) -> tuple[Path, subprocess.CompletedProcess, str]:
+    before = digest(checkpoint)
+    result = run_prune("--model_path", str(checkpoint), "--imgsz", "128", "--latency-runs", "2")
+    return checkpoint.with_name("best-pruned40.pt"), result, before
+
+
+def test_cli_writes_checkpoint_report_and_plot(pruned, checkpoint):
+    out, result, before = pruned
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert digest(checkpoint) == before, "the input checkpoint must never change"
+    assert out.stat().st_size > 100_000
+    table = out.with_suffix(".txt").read_text()
+    assert "params" in table and "GFLOPs@128" in table and "CPU ms" in table and "%" in table
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_checkpoint_records_what_was_done(pruned):
+    out, _, _ = pruned
+    ckpt = torch.load(out, weights_only=False)
+    record = ckpt["yolo_ext"]["pruning"][-1]
+    assert record["config"]["ratio"] == 0.4 and record["config"]["criterion"] == "l1"
+    params_before, params_after = record["params"]
+    assert params_after == sum(p.numel() for p in ckpt["model"].parameters()) < 0.5 * params_before
+    assert record["macs"][1] < record["macs"][0]
+    before, after = record["channels"]["model.2.cv1.conv"]
+    assert after == 2 * int(before // 2 * 0.6)  # two tied halves, each keeps 60%
+    assert ckpt["model"].model[2].cv1.conv.out_channels == after
+
+
+def test_pickled_classes_are_importable_package_classes(pruned):
+    """Pitfall: a checkpoint must not pickle classes from __main__ or from pruning internals."""
+    out, _, _ = pruned
+    with zipfile.ZipFile(out) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    modules, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE"}:
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            modules.add(strings[-2])
+        elif op.name == "GLOBAL":
+            modules.add(arg.split(" ")[0])
+    assert modules and not any(m == "__main__" or m.startswith("yolo_ext.prune") for m in modules), modules
+    import _compat_pickle  # pickle protocol 2 writes Python 2 names such as __builtin__
+
+    for name in modules:
+        importlib.import_module(_compat_pickle.IMPORT_MAPPING.get(name, name))
+
+
+def test_reloads_validates_predicts_and_exports_in_fresh_process(pruned, tiny_bccd):
+    out, _, _ = pruned
+    image = next((tiny_bccd.parent / "images" / "val").glob("*.jpg"))
+    code = f"""
+import numpy as np, onnxruntime as ort, torch
+from ultralytics import YOLO
+model = YOLO({str(out)!r})
+assert model.model.model[2].cv1.conv.out_channels < 32 and model.names[1] == "WBC"
+metrics = model.val(data={str(tiny_bccd)!r}, imgsz=64, batch=4, workers=0, device="cpu", plots=False, verbose=False)
+assert 0 <= metrics.box.map <= 1
+assert model.predict({str(image)!r}, imgsz=64, verbose=False)[0].boxes is not None
+onnx = model.export(format="onnx", imgsz=128, dynamic=True, simplify=False)
+x = torch.rand(1, 3, 128, 96)
+with torch.no_grad():
+    ref = YOLO({str(out)!r}).model.float().eval()(x)[0].numpy()
+sess = ort.InferenceSession(onnx)
+got = sess.run(None, {{sess.get_inputs()[0].name: x.numpy()}})[0]
+assert got.shape == ref.shape, (got.shape, ref.shape)
+assert np.abs(got - ref).max() < 1e-2 * max(1.0, np.abs(ref).max()), np.abs(got - ref).max()
+print("ok")
+"""
+    result = run_python(code, cwd=out.parent)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_prune_the_pruned_checkpoint_again(pruned):
+    out, _, _ = pruned
+    again = out.with_name("again.pt")
+    result = run_prune("--model_path", str(out), "--output", str(again), "--imgsz", "128", "--latency-runs", "0",
+                       "--prune_type", "lamp", "--target-params", "0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = torch.load(again, weights_only=False)["yolo_ext"]["pruning"]
+    assert [h["config"]["criterion"] for h in history] == ["l1", "lamp"]
+    assert abs(1 - history[1]["params"][1] / history[1]["params"][0] - 0.3) <= 0.01
+
+
+def _bad(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Run the tool's main() in-process (as the CLI does) and return its exit code and error output."""
+    tool = _load_tool()
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = tool.main(tool.get_args_parser().parse_args([*args, "--latency-runs", "0", "--imgsz", "64"]))
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("ratio", ["1.0", "-0.2", "1.5"])
+def test_bad_ratio_writes_nothing(checkpoint, tmp_path, ratio):
+    out = tmp_path / "o.pt"
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--prune_ratio", ratio, "--output", str(out))
+    assert code == 2 and "ratio must be in [0, 1)" in err and not out.exists()
+
+
+def test_missing_file(tmp_path):
+    code, err = _bad(tmp_path, "--model_path", str(tmp_path / "nope.pt"))
+    assert code == 2 and "does not exist" in err and not list(tmp_path.iterdir())
+
+
+def test_not_a_checkpoint(tmp_path):
+    fake = tmp_path / "notes.pt"
+    fake.write_text("hello")
+    code, err = _bad(tmp_path, "--model_path", str(fake))
+    assert code == 2 and "is not a PyTorch checkpoint" in err
+    state = tmp_path / "state.pt"
+    torch.save({"weights": torch.zeros(3)}, state)
+    code, err = _bad(tmp_path, "--model_path", str(state))
+    assert code == 2 and "not an Ultralytics YOLO checkpoint" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt", "state.pt"]
+
+
+def test_classification_checkpoint_is_refused(tmp_path):
+    cls = tmp_path / "cls.pt"
+    YOLO("yolo11n-cls.yaml").save(cls)
+    code, err = _bad(tmp_path, "--model_path", str(cls))
+    assert code == 2 and "detection models only" in err and "classify" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["cls.pt"]
+
+
+def test_never_overwrites(checkpoint, tmp_path):
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--output", str(checkpoint))
+    assert code == 2 and "Refusing to overwrite the input" in err
+    existing = tmp_path / "exists.pt"
+    existing.write_bytes(b"keep me")
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--output", str(existing))
+    assert code == 2 and "already exists" in err and existing.read_bytes() == b"keep me"
+
+
+def test_taylor_without_data_is_refused(checkpoint, tmp_path):
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--prune_type", "taylor", "--output", str(tmp_path / "t.pt"))
+    assert code == 2 and "--data" in err and not (tmp_path / "t.pt").exists()
+
+
+def test_cli_exit_code_on_error(tmp_path):
+    result = run_prune("--model_path", str(tmp_path / "missing.pt"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
