@@ -21,7 +21,7 @@ from ultralytics.utils.patches import torch_load
 import yolo_ext
 from yolo_ext.prune.engine import PruneConfig, PruneResult, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
-from yolo_ext.prune.report import Row, format_table, interleaved_latency_ms, plot_channels
+from yolo_ext.prune.report import Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
 
 
 def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
@@ -130,8 +130,9 @@ def prune_checkpoint(
         Row(f"GFLOPs@{config.size[0]}", 2 * result.macs_before / 1e9, 2 * result.macs_after / 1e9, "{:.2f}"),
     ]
     if latency_runs > 0:
-        before_ms, after_ms = interleaved_latency_ms([original, result.model], config.size, runs=latency_runs)
-        rows.append(Row("CPU ms (bs 1)", before_ms, after_ms, "{:.1f}"))
+        models = [fused_copy(original), fused_copy(result.model)]
+        before_ms, after_ms = interleaved_latency_ms(models, config.size, runs=latency_runs)
+        rows.append(Row("CPU ms (fused)", before_ms, after_ms, "{:.1f}"))
     title = f"{source.name} -> {output.name}: {config.criterion}, ratio {config.ratio}" + (
         ", global" if config.global_pruning else ""
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,6 +25,12 @@ class Row:
     def change(self) -> float:
         """Relative reduction in percent (positive = smaller after)."""
         return 100.0 * (1 - self.after / self.before) if self.before else 0.0
+
+
+def fused_copy(model: nn.Module) -> nn.Module:
+    """An FP32 copy with BN folded, as deployed: latency is measured on what users would run."""
+    model = copy.deepcopy(model).float().eval()
+    return model.fuse(verbose=False) if hasattr(model, "fuse") else model
 
 
 @torch.no_grad()

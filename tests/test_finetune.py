@@ -1,0 +1,125 @@
+"""Fine-tuning pruned checkpoints: architecture and weights survive training, resume, DDP hand-off and bad input."""
+
+from __future__ import annotations
+
+import pathlib
+import pytest
+import torch
+from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils.torch_utils import unwrap_model
+
+import yolo_ext
+from conftest import run_python
+from yolo_ext.finetune import FinetuneError, PrunedDetectionTrainer, finetune, resume
+from yolo_ext.prune import PruneConfig
+from yolo_ext.prune.checkpoint import prune_checkpoint
+
+TRAIN = dict(imgsz=64, batch=4, workers=0, device="cpu", plots=False, val=True, exist_ok=True)
+
+
+def channels(model: torch.nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("ft")
+    torch.manual_seed(0)
+    yolo = YOLO(yolo_ext.model_yaml("yolo11n-rvb-se.yaml"))
+    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
+    yolo.model.names = {0: "RBC", 1: "WBC", 2: "Platelets"}
+    yolo.save(root / "base.pt")
+    report = prune_checkpoint(root / "base.pt", PruneConfig(ratio=0.4, imgsz=64), root / "pruned.pt", latency_runs=0)
+    return report.output
+
+
+def test_finetune_starts_from_pruned_weights_and_keeps_channels(pruned, tiny_bccd, tmp_path):
+    start = {}
+
+    def on_train_start(trainer):
+        start.update({k: v.detach().clone() for k, v in unwrap_model(trainer.model).state_dict().items()})
+
+    reference = torch.load(pruned, weights_only=False)["model"].float()
+    model = YOLO(str(pruned))
+    model.add_callback("on_train_start", on_train_start)
+    model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name="a", **TRAIN)
+    ref_state = reference.state_dict()
+    assert start.keys() == ref_state.keys()
+    assert all(torch.equal(start[k].float(), v.float()) for k, v in ref_state.items() if v.is_floating_point())
+    best = model.trainer.best
+    assert channels(torch.load(best, weights_only=False)["model"]) == channels(reference)
+    code = f"""
+import torch
+from ultralytics import YOLO
+m = YOLO({str(best)!r})
+assert m.model.model[2].cv1.conv.out_channels == {reference.model[2].cv1.conv.out_channels}
+print(m.model.eval()(torch.rand(1, 3, 64, 96))[0].shape)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch.Size([1, 7, 126])" in result.stdout
+
+
+def test_interrupted_run_keeps_last_and_resumes_pruned(pruned, tiny_bccd, tmp_path, monkeypatch):
+    """The second epoch's save dies half-way: last.pt stays the complete epoch-1 file and resume continues it."""
+    real_write = pathlib.Path.write_bytes
+
+    def arm(trainer):
+        def broken_write(self, data):
+            real_write(self, data[: len(data) // 2])
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(pathlib.Path, "write_bytes", broken_write)
+
+    model = YOLO(str(pruned))
+    model.add_callback("on_fit_epoch_end", arm)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=2, project=str(tmp_path), name="r",
+                    **TRAIN)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", real_write)
+    last = tmp_path / "r" / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["ema"].model[2].cv1.conv.weight.dtype == torch.float32
+    assert not list(last.parent.glob(".*.tmp"))
+    resumed = resume(last)
+    final = torch.load(resumed.trainer.last, weights_only=False)["model"]
+    assert channels(final) == channels(torch.load(pruned, weights_only=False)["model"])
+    rows = (tmp_path / "r" / "results.csv").read_text().strip().splitlines()
+    assert rows[-1].startswith("2,")  # the resumed run trained the second epoch
+
+
+def test_ddp_workers_receive_the_pruned_model(pruned, tiny_bccd, tmp_path, monkeypatch):
+    from ultralytics.utils import dist
+
+    monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)
+    model = torch.load(pruned, weights_only=False)["model"]
+    trainer = PrunedDetectionTrainer(overrides=dict(model=str(pruned), data=str(tiny_bccd), project=str(tmp_path),
+                                                    name="ddp", **TRAIN))
+    trainer.model = model  # what Model.train() hands the trainer before Ultralytics launches DDP workers
+    script = dist.generate_ddp_file(trainer)
+    code = f"""
+from ultralytics.utils.patches import torch_load
+state = torch_load({script[:-3] + '.pt'!r}, map_location="cpu")
+assert state["trainer"].__name__ == "PrunedDetectionTrainer", state["trainer"]
+assert state["trainer"].__module__ == "yolo_ext.finetune"
+print(state["model"].model[2].cv1.conv.out_channels)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) == model.model[2].cv1.conv.out_channels
+
+
+def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
+    kw = dict(epochs=1, project=str(tmp_path / "runs"), **TRAIN)
+    with pytest.raises(FinetuneError, match="does not exist"):
+        finetune(tmp_path / "missing.pt", tiny_bccd, **kw)
+    with pytest.raises(FinetuneError, match="not a pruned checkpoint"):
+        finetune(pruned.with_name("base.pt"), tiny_bccd, **kw)
+    with pytest.raises(FinetuneError, match="cannot be used"):
+        finetune(pruned, tmp_path / "nope.yaml", **kw)
+    other = tmp_path / "two.yaml"
+    other.write_text(tiny_bccd.read_text().replace("  2: Platelets\n", ""))
+    with pytest.raises(FinetuneError, match="predicts 3 classes but .* has 2"):
+        finetune(pruned, other, **kw)
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,61 @@
+"""Train a stock Ultralytics model (train_ori), a yolo_ext model YAML (train_ch), or report a checkpoint's metrics (val).
+
+tools/train.py train_ch --yaml_path yolo11n-coordatt.yaml --data_path data.yaml --epoch 100
+tools/train.py train_ori --yaml_path yolo11n.yaml --data_path data.yaml
+tools/train.py val --model_path runs/train/exp/weights/best.pt --data_path data.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ultralytics import YOLO
+
+import yolo_ext
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("mode", choices=["train_ori", "train_ch", "val"])
+    p.add_argument("--yaml_path", help="model YAML: an Ultralytics name (train_ori) or a cfg/models name/path (train_ch)")
+    p.add_argument("--model_path", help="checkpoint for val, or initial weights for training")
+    p.add_argument("--data_path", required=True, help="data YAML")
+    p.add_argument("--epoch", type=int, default=100)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if not Path(args.data_path).is_file():
+        print(f"train: error: data YAML {args.data_path!r} not found.", file=sys.stderr)
+        return 2
+    common = dict(data=args.data_path, imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers)
+    try:
+        if args.mode == "val":
+            if not args.model_path or not Path(args.model_path).is_file():
+                raise ValueError(f"val needs an existing --model_path, got {args.model_path!r}.")
+            box = YOLO(args.model_path).val(**common, plots=False).box
+            print(f"mAP50 {box.map50:.4f}  mAP50-95 {box.map:.4f}  P {box.mp:.4f}  R {box.mr:.4f}")
+            return 0
+        if not args.yaml_path:
+            raise ValueError(f"{args.mode} needs --yaml_path.")
+        cfg = str(yolo_ext.model_yaml(args.yaml_path)) if args.mode == "train_ch" else args.yaml_path
+        model = YOLO(cfg)
+        if args.model_path:
+            model.load(args.model_path)
+        model.train(**common, epochs=args.epoch, project=args.project, name=args.name)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,38 @@
+"""Compare checkpoints in one table: mAP50, mAP50-95, P, R, params, GFLOPs, CPU latency at a fixed imgsz.
+
+tools/val.py --data data.yaml --imgsz 640 best.pt best-pruned40.pt runs/finetune/exp/weights/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
+from yolo_ext.evaluate import compare_checkpoints, format_comparison
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoints to compare; the first is the reference")
+    p.add_argument("--data", required=True, help="data YAML to validate on")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--latency-runs", type=int, default=20, help="interleaved timed runs per model (0: skip)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    missing = [c for c in args.checkpoints if not Path(c).is_file()]
+    if missing:
+        print(f"val: error: checkpoint(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs, args.device)
+    print(format_comparison(rows, args.imgsz))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,59 @@
+"""One comparison table for several checkpoints: accuracy, size, compute and CPU latency, measured the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from ultralytics import YOLO
+
+from yolo_ext.prune.report import fused_copy, interleaved_latency_ms
+
+
+@dataclass
+class Measurement:
+    """One checkpoint's row in the comparison."""
+
+    name: str
+    map50: float
+    map50_95: float
+    precision: float
+    recall: float
+    params: int
+    gflops: float
+    latency_ms: float
+
+
+def compare_checkpoints(
+    paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 20,
+    device: str = "cpu",
+) -> list[Measurement]:
+    """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``)."""
+    models = [YOLO(str(p)) for p in paths]
+    nets = [fused_copy(m.model) for m in models]
+    example = torch.rand(1, 3, imgsz, imgsz)
+    latencies = interleaved_latency_ms(nets, (imgsz, imgsz), runs=latency_runs) if latency_runs else [float("nan")] * len(nets)
+    rows = []
+    for path, model, net, ms in zip(paths, models, nets, latencies):
+        macs, params = tp.utils.count_ops_and_params(net, example)
+        box = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
+                        verbose=False).box
+        rows.append(Measurement(str(path), box.map50, box.map, box.mp, box.mr, int(params), 2 * macs / 1e9, ms))
+    return rows
+
+
+def format_comparison(rows: list[Measurement], imgsz: int) -> str:
+    """Markdown table; the first row is the reference for the relative columns."""
+    ref = rows[0]
+    lines = [
+        f"| checkpoint | mAP50 | mAP50-95 | P | R | params | GFLOPs@{imgsz} | CPU ms | params vs first | ms vs first |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.precision:.3f} | {r.recall:.3f} | {r.params:,} | "
+            f"{r.gflops:.2f} | {r.latency_ms:.1f} | {r.params / ref.params:.2f}x | {r.latency_ms / ref.latency_ms:.2f}x |"
+        )
+    return "\n".join(lines)
