@@ -123,3 +123,50 @@ def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
     with pytest.raises(FinetuneError, match="predicts 3 classes but .* has 2"):
         finetune(pruned, other, **kw)
     assert not (tmp_path / "runs").exists()
+
+
+def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
+    from ultralytics.nn.distill_model import DistillationModel
+
+    seen = []
+    model = YOLO(str(pruned))
+    model.add_callback("on_train_start", lambda t: seen.append(type(unwrap_model(t.model))))
+    model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name="kd",
+                distill_model=str(pruned.with_name("base.pt")), **TRAIN)
+    assert seen == [DistillationModel]
+    best = torch.load(model.trainer.best, weights_only=False)["model"]
+    assert type(best) is DetectionModel  # the student alone is saved
+    assert channels(best) == channels(torch.load(pruned, weights_only=False)["model"])
+
+
+def test_sparse_training_shrinks_bn_scales(tiny_bccd, tmp_path):
+    from yolo_ext.finetune import sparse_trainer
+
+    def gammas(trainer_cls, name):
+        model = YOLO("yolov8n.yaml")
+        model.train(trainer=trainer_cls, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name=name, **TRAIN)
+        net = torch.load(model.trainer.last, weights_only=False)["model"]
+        return torch.cat([m.weight.float().abs() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    plain = gammas(DetectionTrainer, "plain")
+    sparse = gammas(sparse_trainer(0.05, keep_given_model=False), "sparse")
+    assert sparse.mean() < plain.mean() - 1e-3
+    with pytest.raises(FinetuneError, match="must be > 0"):
+        sparse_trainer(0.0)
+
+
+def test_iterative_pruning_reaches_the_ratio(pruned, tiny_bccd, tmp_path):
+    from yolo_ext.iterative import iterative_prune, step_ratio
+
+    base = pruned.with_name("base.pt")
+    results = iterative_prune(base, tiny_bccd, PruneConfig(ratio=0.36, imgsz=64), steps=2, out=tmp_path, epochs=1,
+                              **{k: v for k, v in TRAIN.items() if k != "exist_ok"})
+    assert step_ratio(0.36, 2) == pytest.approx(0.2)
+    assert len(results) == 2 and all(p.exists() for p in results)
+    before = channels(torch.load(base, weights_only=False)["model"])
+    after = channels(torch.load(results[-1], weights_only=False)["model"])
+    assert after["model.1.conv"] == int(int(before["model.1.conv"] * 0.8) * 0.8)  # 0.8 of 0.8 of the original
+    history = torch.load(tmp_path / "step2-pruned.pt", weights_only=False)["model"].yolo_ext_pruning
+    assert len(history) == 2  # the second round pruned the fine-tuned network of the first

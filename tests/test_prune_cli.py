@@ -73,7 +73,7 @@ def test_cli_writes_checkpoint_report_and_plot(pruned, checkpoint):
 def test_checkpoint_records_what_was_done(pruned):
     out, _, _ = pruned
     ckpt = torch.load(out, weights_only=False)
-    record = ckpt["yolo_ext"]["pruning"][-1]
+    record = ckpt["model"].yolo_ext_pruning[-1]
     assert record["config"]["ratio"] == 0.4 and record["config"]["criterion"] == "l1"
     params_before, params_after = record["params"]
     assert params_after == sum(p.numel() for p in ckpt["model"].parameters()) < 0.5 * params_before
@@ -134,7 +134,7 @@ def test_prune_the_pruned_checkpoint_again(pruned):
     result = run_prune("--model_path", str(out), "--output", str(again), "--imgsz", "128", "--latency-runs", "0",
                        "--prune_type", "lamp", "--target-params", "0.3")
     assert result.returncode == 0, result.stderr[-3000:]
-    history = torch.load(again, weights_only=False)["yolo_ext"]["pruning"]
+    history = torch.load(again, weights_only=False)["model"].yolo_ext_pruning
     assert [h["config"]["criterion"] for h in history] == ["l1", "lamp"]
     assert abs(1 - history[1]["params"][1] / history[1]["params"][0] - 0.3) <= 0.01
 

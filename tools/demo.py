@@ -1,36 +1,34 @@
-"""End-to-end demo on the BCCD subset shipped with yolo_ext: build a custom-module model, train briefly, report.
+"""End-to-end demo on the BCCD subset shipped with yolo_ext: build a custom-module model, train briefly, prune 40%,
+fine-tune briefly, print the before/after table.
 
-Usage: python tools/demo.py [--model yolo11n-coordatt.yaml] [--epochs 5] [--imgsz 320] [--project runs/demo]
+Usage: python tools/demo.py [--model yolo11n-coordatt.yaml] [--epochs 30] [--finetune-epochs 15] [--out runs/demo-N]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-import yolo_ext
-from ultralytics import YOLO
-
-DEMO_DATA = Path(yolo_ext.__file__).parent / "data" / "bccd_demo" / "data.yaml"
+from yolo_ext.demo import run_demo
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="yolo11n-coordatt.yaml", help="a cfg/models YAML name or path")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--imgsz", type=int, default=320)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--project", default="runs/demo", help="output folder; each run gets a new subfolder")
-    return parser
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="yolo11n-coordatt.yaml", help="a cfg/models YAML name or path")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--finetune-epochs", type=int, default=15)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--ratio", type=float, default=0.4)
+    p.add_argument("--out", help="new output folder (default: runs/demo-<timestamp>)")
+    return p
 
 
 def main(args: argparse.Namespace) -> None:
-    model = YOLO(yolo_ext.model_yaml(args.model))
-    common = dict(data=str(DEMO_DATA), imgsz=args.imgsz, batch=args.batch, device="cpu", workers=0, plots=False)
-    model.train(epochs=args.epochs, project=str(Path(args.project).resolve()), name="train", **common)
-    metrics = model.val(**common, verbose=False)
-    params = sum(p.numel() for p in model.model.parameters())
-    print(f"\n{args.model}: params {params:,}  mAP50 {metrics.box.map50:.3f}  mAP50-95 {metrics.box.map:.3f}")
+    out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    start = time.perf_counter()
+    table = run_demo(out, args.model, args.epochs, args.finetune_epochs, args.imgsz, args.ratio)
+    print(f"\n{table}\n\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min; everything is in {out}")
 
 
 if __name__ == "__main__":

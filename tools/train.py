@@ -14,6 +14,7 @@ from pathlib import Path
 from ultralytics import YOLO
 
 import yolo_ext
+from yolo_ext.finetune import sparse_trainer
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
+    p.add_argument("--bn-l1", type=float, help="sparse training for network slimming: L1 penalty on BN scales "
+                   "(e.g. 1e-4); prune afterwards with tools/prune.py --prune_type bn")
     return p
 
 
@@ -50,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
         model = YOLO(cfg)
         if args.model_path:
             model.load(args.model_path)
-        model.train(**common, epochs=args.epoch, project=args.project, name=args.name)
+        extra = {"trainer": sparse_trainer(args.bn_l1, keep_given_model=False)} if args.bn_l1 else {}
+        model.train(**common, epochs=args.epoch, project=args.project, name=args.name, **extra)
     except (ValueError, FileNotFoundError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2

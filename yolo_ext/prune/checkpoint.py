@@ -54,6 +54,11 @@ def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
     return ckpt, model.float()
 
 
+def pruning_history(model: nn.Module) -> list[dict]:
+    """Every pruning applied to ``model``, oldest first (empty for a network that was never pruned)."""
+    return list(getattr(model, "yolo_ext_pruning", []))
+
+
 def default_output(source: Path, ratio: float) -> Path:
     """``best.pt`` -> ``best-pruned40.pt`` beside it, numbered so an existing file is never reused."""
     stem = f"{source.stem}-pruned{round(100 * ratio)}"
@@ -74,18 +79,19 @@ def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
 def save_pruned(ckpt: dict, result: PruneResult, source: Path, output: Path, overwrite: bool = False) -> Path:
     """Write a loadable Ultralytics checkpoint holding the pruned model (FP32) and the pruning record, atomically."""
     check_output(source, output, overwrite)
+    record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
+    # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
+    result.model.yolo_ext_pruning = [*pruning_history(result.model), record]
     model = copy.deepcopy(result.model).float()
     for attr in ("criterion", "pt_path"):
         model.__dict__.pop(attr, None)  # a loss holding the old model, a path of the input: neither belongs here
-    history = list((ckpt.get("yolo_ext") or {}).get("pruning", []))
-    record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
     out = {
         **{k: v for k, v in ckpt.items() if k in {"train_args", "train_metrics", "date", "version", "license", "docs"}},
         "model": model,
         "ema": None,
         "optimizer": None,
         "epoch": -1,  # not resumable: fine-tune it instead
-        "yolo_ext": {"version": yolo_ext.__version__, "pruning": [*history, record]},
+        "yolo_ext_version": yolo_ext.__version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
