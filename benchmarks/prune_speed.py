@@ -18,12 +18,17 @@ Usage:
   python benchmarks/prune_speed.py                                    # all defaults (6 models x 3 methods)
   python benchmarks/prune_speed.py --models yolov8n yolo11n --methods naive expert --timeout 30
   options: --models, --methods, --ratio 0.4, --imgsz 640, --criterion l1|l2|random, --timeout 120 (s, pruning only),
-           --max-gb 6, --cap rss|as, --repeat 1 (median time), --json results.json (raw per-run records)
+           --max-gb 6, --cap rss|as, --threads 1, --repeat 1 (median time), --json results.json (raw records)
+  --cap as (RLIMIT_AS) works (allocations fail with MemoryError, reported as OOM) but also counts the ~3.5 GB of
+  address space torch maps at import, so it stops runs at ~3.3 GB RSS; the default polls the RSS instead.
 
-Duration on a 2-core CPU: about 1-2 min per model when nothing times out (each child spends ~5-10 s importing torch and
-building/validating/counting the model besides the pruning); with the defaults the naive runs that hang or blow up
-memory add up to `--timeout` each, so the full default set takes roughly 10-15 min. Needs no weights or network
-(`YOLO_OFFLINE=1` is set for the children; models are built from Ultralytics' bundled YAMLs with random weights).
+Duration on this 2-core CPU: about 7 min for the full default set (412 s measured). The four naive runs on
+YOLO11/YOLO26 each grow to the 6 GB cap in ~90 s; every other run takes 2-7 s (importing torch, building the
+model twice, validating and counting MACs around a pruning of 0.4-3 s). `--models yolov8n yolo11n --methods expert
+yolo_ext` finishes in ~15 s. Runs use 1 torch thread by default (`--threads`): with torch's default of 2 threads,
+any other busy process on the machine made the same pruning ~15x slower (OpenMP barriers waiting for a descheduled
+thread). Needs no weights or network (`YOLO_OFFLINE=1` is set for the children; models are built from Ultralytics'
+bundled YAMLs with random weights, seed 0, the same for every method).
 """
 
 from __future__ import annotations

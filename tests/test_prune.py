@@ -179,7 +179,7 @@ def test_classification_model_is_refused():
 
 def test_validator_names_an_inconsistent_layer():
     model = build("yolo11n.yaml")
-    shapes = output_shapes(model, (IMGSZ, IMGSZ))
+    shapes = output_shapes(model)
     model.model[2].c -= 1
     with pytest.raises(PrunedModelError, match=r"model\.2 \(C3k2\).*self\.c"):
         check_model(model, shapes)

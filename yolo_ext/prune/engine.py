@@ -23,7 +23,7 @@ from yolo_ext.prune.errors import PruningError
 from yolo_ext.prune.importance import NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
-from yolo_ext.prune.validate import check_model, output_shapes
+from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, output_shapes
 
 
 @dataclass
@@ -37,7 +37,7 @@ class PruneConfig:
         max_layer_ratio: no layer loses more than this fraction (keeps global pruning from emptying a layer).
         round_to: keep channel counts multiples of this (hardware-friendly widths), or None.
         iterative_steps: reach ``ratio`` in this many equal steps (importance re-estimated after each).
-        imgsz: (h, w) or one int; the traced input and the validator's first input size.
+        imgsz: (h, w) or one int; the input size MACs are counted at (the graph is traced on a small input).
         protect: module names (``model.22``, ``model.9.m.0``) whose channels must not change.
         target_params / target_macs: instead of ``ratio``, the fraction of parameters / MACs to remove; the ratio
             is searched on copies of the model until the reduction is within ``target_tolerance``.
@@ -165,7 +165,7 @@ def prune_model(
         config = _config_for_target(model, config, gradient_fn)
     model.float().eval()
     example = torch.rand(1, 3, *config.size)
-    shapes = output_shapes(model, config.size)
+    shapes = output_shapes(model)
     channels_before = conv_channels(model)
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}  # pruning replaces Parameter objects
@@ -177,7 +177,7 @@ def prune_model(
         with trace_stand_ins(model, pruners):
             pruner = tp.pruner.BasePruner(
                 model,
-                example,
+                torch.rand(1, 3, *CHECK_SIZES[0]),  # the graph does not depend on the input size: trace a small one
                 importance=make_importance(config.criterion),
                 pruning_ratio=config.ratio,
                 global_pruning=config.global_pruning,
@@ -197,7 +197,7 @@ def prune_model(
         p.requires_grad_(n not in frozen)
     model.eval()
     check_model(model, shapes)
-    macs_after, params_after = tp.utils.count_ops_and_params(model, example)
+    macs_after, params_after = count_after(model, example)
     return PruneResult(
         model, config, int(params_before), int(params_after), float(macs_before), float(macs_after),
         channels_before, conv_channels(model), time.perf_counter() - start,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import C2PSA, C2f
 from ultralytics.nn.modules.block import Attention
@@ -73,17 +74,16 @@ def _flat_shapes(out: object) -> list[tuple[int, ...]]:
     return [tuple(t.shape) for t in _tensors(out)]
 
 
-def check_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
-    """The validator's two input sizes: the pruning size and a smaller, non-square one."""
-    h, w = size
-    return [size, (max(64, h // 2 // 32 * 32), w)]
+# Two small non-square inputs in both orientations: channel consistency does not depend on the input size, and the
+# full-size forward that counts MACs after pruning exercises the user's size as well.
+CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 96), (96, 64))
 
 
 @torch.no_grad()
-def output_shapes(model: nn.Module, size: tuple[int, int]) -> dict[tuple[int, int], list[tuple[int, ...]]]:
-    """Shapes of every output tensor in eval mode at both check sizes (recorded before pruning)."""
+def output_shapes(model: nn.Module) -> dict[tuple[int, int], list[tuple[int, ...]]]:
+    """Shapes of every prediction tensor in eval mode at the check sizes (recorded before pruning)."""
     model.eval()
-    return {s: _flat_shapes(model(torch.rand(1, 3, *s))) for s in check_sizes(size)}
+    return {s: _flat_shapes(model(torch.rand(1, 3, *s))) for s in CHECK_SIZES}
 
 
 @torch.no_grad()
@@ -105,3 +105,11 @@ def check_model(model: nn.Module, expected: dict[tuple[int, int], list[tuple[int
         if not all(torch.isfinite(t).all() for t in _tensors(out)):
             raise PrunedModelError(f"Pruned model gives non-finite outputs at input {size}.")
 
+
+
+def count_after(model: nn.Module, example: torch.Tensor) -> tuple[float, float]:
+    """MACs and params of the pruned model at the user's input size; a failure there is a validation failure."""
+    try:
+        return tp.utils.count_ops_and_params(model, example)
+    except Exception as e:
+        raise PrunedModelError(f"Pruned model fails forward at input {tuple(example.shape[2:])}: {e}") from e
