@@ -21,7 +21,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--lr0", type=float, default=0.002, help="fine-tuning wants a smaller start LR than training")
+    p.add_argument("--optimizer", default="AdamW", help="Ultralytics optimizer ('auto' ignores --lr0)")
+    p.add_argument("--lr0", type=float, default=0.001, help="fine-tuning wants a smaller start LR than training")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="short warm-up: the weights are trained already")
     p.add_argument("--teacher", help="unpruned checkpoint to distil from (Ultralytics distill_model)")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
@@ -41,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
             model = finetune(
                 args.model_path, args.data, require_pruned=not args.allow_unpruned, epochs=args.epochs,
                 batch=args.batch_size, imgsz=args.imgsz, device=args.device, workers=args.workers, lr0=args.lr0,
+                optimizer=args.optimizer, warmup_epochs=args.warmup_epochs,
                 project=args.project, name=args.name, **extra,
             )
     except FinetuneError as e:

@@ -25,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--lr0", type=float, default=0.002)
+    p.add_argument("--lr0", type=float, default=0.001, help="AdamW start LR of each fine-tuning round")
     p.add_argument("--out", default="runs/iterative", help="folder for every round's checkpoints")
     return p
 
@@ -34,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
     config = PruneConfig(ratio=args.prune_ratio, criterion=args.prune_type, imgsz=args.imgsz)
     try:
         results = iterative_prune(args.model_path, args.data, config, args.steps, args.out, epochs=args.epochs,
-                                  batch=args.batch_size, imgsz=args.imgsz, device=args.device, lr0=args.lr0)
+                                  batch=args.batch_size, imgsz=args.imgsz, device=args.device, lr0=args.lr0,
+                                  optimizer="AdamW", warmup_epochs=1)
     except (PruningError, CheckpointError, PrunedModelError, FinetuneError) as e:
         print(f"iterative_prune: error: {e}", file=sys.stderr)
         return 2

@@ -26,11 +26,16 @@ def _step(i: int, text: str) -> float:
 
 def run_demo(
     out: Path, model: str = "yolo11n-coordatt.yaml", epochs: int = 30, finetune_epochs: int = 15, imgsz: int = 320,
-    ratio: float = 0.4, batch: int = 16, latency_runs: int = 20,
+    ratio: float = 0.4, batch: int = 8, latency_runs: int = 20,
 ) -> str:
-    """Run the four steps into ``out`` (a new folder) and return the comparison table."""
+    """Run the four steps into ``out`` (a new folder) and return the comparison table.
+
+    48 training images make 6 batches of 8 per epoch; ``nbs=batch`` steps the optimizer on every batch (Ultralytics
+    would otherwise accumulate to 64 images, i.e. less than one step per epoch, and learn nothing in a demo).
+    """
     out.mkdir(parents=True, exist_ok=False)
-    common = dict(data=str(DEMO_DATA), imgsz=imgsz, batch=batch, device="cpu", workers=0, plots=False, exist_ok=True)
+    common = dict(data=str(DEMO_DATA), imgsz=imgsz, batch=batch, nbs=batch, device="cpu", workers=0, plots=False,
+                  exist_ok=True)
     t = _step(1, f"Train {model} from scratch for {epochs} epochs on {DEMO_DATA.parent.name}")
     yolo = YOLO(model_yaml(model))
     yolo.train(epochs=epochs, project=str(out), name="train", **common)
@@ -40,8 +45,8 @@ def run_demo(
     report = prune_checkpoint(trained, PruneConfig(ratio=ratio, imgsz=imgsz), out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
     t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs")
-    tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, lr0=0.002, project=str(out), name="finetune",
-                     **{k: v for k, v in common.items() if k != "data"})
+    tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, optimizer="AdamW", lr0=0.001, warmup_epochs=1,
+                     project=str(out), name="finetune", **{k: v for k, v in common.items() if k != "data"})
     print(f"fine-tuned in {time.perf_counter() - t:.0f} s: {tuned.trainer.best}")
     _step(4, "Compare (val set of the demo data, CPU latency fused, batch 1)")
     rows = compare_checkpoints([trained, report.output, tuned.trainer.best], DEMO_DATA, imgsz, batch, latency_runs)
