@@ -19,7 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import Conv, Detect
-from ultralytics.nn.modules.block import Attention
+from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
 
@@ -176,6 +176,18 @@ class AttentionPruner(LeafPruner):
         layer.head_dim = hd - len(per_head[0])
 
 
+class AreaAttentionPruner(LeafPruner):
+    """Ultralytics' area attention ``AAttn`` (A2C2f, YOLO12): the block width is only qkv's input and proj's output;
+    the heads (queries, keys, values, position conv, softmax scale from head_dim) keep their trained width."""
+
+    def channels(self, layer: AAttn) -> int:
+        return layer.proj.conv.out_channels
+
+    def prune(self, layer: AAttn, idxs: Sequence[int]) -> None:
+        _prune_conv_in(layer.qkv, idxs)
+        _prune_conv_out(layer.proj, idxs)
+
+
 def leaf_pruners() -> dict[type[nn.Module], LeafPruner]:
     """A fresh pruner per layer type (Torch-Pruning matches the exact class; MCAPruner holds per-run state)."""
     return {
@@ -183,6 +195,7 @@ def leaf_pruners() -> dict[type[nn.Module], LeafPruner]:
         MCA: MCAPruner(),
         ContextAggregation: ContextAggregationPruner(),
         Attention: AttentionPruner(),
+        AAttn: AreaAttentionPruner(),
     }
 
 
