@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+from ultralytics.nn.tasks import BaseModel
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -44,3 +47,32 @@ def tiny_bccd(tmp_path_factory) -> Path:
         f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: RBC\n  1: WBC\n  2: Platelets\n"
     )
     return root / "data.yaml"
+
+
+class Host(BaseModel):
+    """The smallest Ultralytics model around one module, so the real ``BaseModel.fuse`` can run on it."""
+
+    def __init__(self, m: nn.Module) -> None:
+        nn.Module.__init__(self)
+        self.model = nn.Sequential(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def randomize(m: nn.Module, seed: int = 0, convs: bool = False) -> nn.Module:
+    """Trained-like BN statistics (and conv weights with ``convs``), so fusing is tested away from the identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.randn(n, generator=g) * 0.3 + 1.0)
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.2)
+            elif convs and isinstance(mod, nn.Conv2d):
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.3)
+                if mod.bias is not None:
+                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.2)
+    return m

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Host
 import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
-from ultralytics.nn.tasks import BaseModel
 
 from yolo_ext.nn import CoordAtt
 
 CHANNELS = (1, 3, 8, 64, 96)
 SIZES = ((1, 1), (7, 5), (32, 32))
 
-
-class _Host(BaseModel):
-    """The smallest Ultralytics model around one module, so the real ``BaseModel.fuse`` can run on it."""
-
-    def __init__(self, m: nn.Module) -> None:
-        nn.Module.__init__(self)
-        self.model = nn.Sequential(m)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 def _reference(m: CoordAtt, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +73,7 @@ def test_ultralytics_fuse_folds_bn_and_keeps_output():
     m = CoordAtt(32)
     bn = m.conv1.bn
     bn.running_mean.normal_(0, 0.2), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.normal_(1, 0.2)
-    host = _Host(m).eval()
+    host = Host(m).eval()
     x = torch.randn(2, 32, 11, 7)
     before = host(x)
     host.fuse(verbose=False)

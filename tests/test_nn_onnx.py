@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import Host, randomize
 from torch import nn
 from ultralytics.nn.modules.block import C2f
-from ultralytics.nn.tasks import BaseModel
 
 from yolo_ext.nn import MCA, C3k2_RVB_SE, ContextAggregation, CoordAtt
 
@@ -19,32 +19,10 @@ C = 16
 SHAPES = ((1, C, 32, 24), (2, C, 20, 40))
 
 
-class _Host(BaseModel):
-    """The smallest Ultralytics model around one module, so the real ``BaseModel.fuse`` can run on it."""
-
-    def __init__(self, m: nn.Module) -> None:
-        nn.Module.__init__(self)
-        self.model = nn.Sequential(m)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def _randomise_bn(m: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for bn in m.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                bn.weight.copy_(torch.randn(n, generator=g) * 0.3 + 1.0)
-                bn.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return m
 
 
 def _coordatt():
-    return _randomise_bn(CoordAtt(C, reduction=4))
+    return randomize(CoordAtt(C, reduction=4))
 
 
 def _mca():
@@ -63,7 +41,7 @@ def _context_aggregation():
 
 def _c3k2_rvb_se(c3k: bool):
     def build():
-        host = _Host(_randomise_bn(C3k2_RVB_SE(C, 2 * C, 1, c3k))).eval()
+        host = Host(randomize(C3k2_RVB_SE(C, 2 * C, 1, c3k))).eval()
         host.fuse(verbose=False)  # what Ultralytics' exporter does first...
         for m in host.modules():
             if isinstance(m, C2f):

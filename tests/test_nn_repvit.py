@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
+from conftest import Host, randomize
 from torch import nn
 from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.block import C2f
 from ultralytics.nn.modules.block import RepVGGDW as UltralyticsRepVGGDW
-from ultralytics.nn.tasks import BaseModel
 from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, C3k_RVB, RepVGGDW, RepViTBlock, SqueezeExcite
@@ -21,37 +21,10 @@ SIZES = ((1, 1), (7, 5), (32, 32))
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 
-class _Host(BaseModel):
-    """The smallest Ultralytics model around one module, so the real ``BaseModel.fuse`` can run on it."""
-
-    def __init__(self, m: nn.Module) -> None:
-        nn.Module.__init__(self)
-        self.model = nn.Sequential(m)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
-def _randomise(m: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and BN running statistics, so fusing is tested away from the identity initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.randn(n, generator=g) * 0.3 + 1.0)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.2)
-            elif isinstance(mod, nn.Conv2d):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.3)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.2)
-    return m
-
-
-def _host_fuse(m: nn.Module) -> _Host:
-    host = _Host(m).eval()
+def _host_fuse(m: nn.Module) -> Host:
+    host = Host(m).eval()
     host.fuse(verbose=False)
     assert host.is_fused()
     return host
@@ -84,7 +57,7 @@ def test_se_width_never_zero(c, rd):
 
 def test_se_scales_each_channel_by_its_global_average():
     torch.manual_seed(0)
-    se = _randomise(SqueezeExcite(16))
+    se = randomize(SqueezeExcite(16), convs=True)
     x = torch.rand(2, 16, 5, 7) + 0.5
     y = se(x)
     s = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
@@ -106,7 +79,7 @@ def test_repvggdw_structure():
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("c", CHANNELS)
 def test_repvggdw_fuse_equals_unfused(c, hw):
-    m = _randomise(RepVGGDW(c), seed=c).eval()
+    m = randomize(RepVGGDW(c), seed=c, convs=True).eval()
     x = torch.randn(2, c, *hw)
     ref = m(x)
     m.fuse()
@@ -120,7 +93,7 @@ def test_repvggdw_fuse_equals_unfused(c, hw):
 
 def test_repvggdw_fuse_after_inner_bn_was_folded():
     """Robust to the inner Conv being fused first (other traversal orders than Ultralytics')."""
-    m = _randomise(RepVGGDW(16)).eval()
+    m = randomize(RepVGGDW(16), convs=True).eval()
     x = torch.randn(1, 16, 9, 9)
     ref = m(x)
     m.conv.conv = fuse_conv_and_bn(m.conv.conv, m.conv.bn)
@@ -131,7 +104,7 @@ def test_repvggdw_fuse_after_inner_bn_was_folded():
 
 
 def test_repvggdw_fused_through_ultralytics_basemodel_twice():
-    m = _randomise(RepVGGDW(24)).eval()
+    m = randomize(RepVGGDW(24), convs=True).eval()
     x = torch.randn(2, 24, 12, 10)
     ref = m(x)
     host = _host_fuse(m)
@@ -142,7 +115,7 @@ def test_repvggdw_fused_through_ultralytics_basemodel_twice():
 
 
 def test_repvggdw_fuse_keeps_dtype():
-    m = _randomise(RepVGGDW(8)).eval().double()
+    m = randomize(RepVGGDW(8), convs=True).eval().double()
     x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
     ref = m(x)
     m.fuse()
@@ -179,7 +152,7 @@ def test_repvit_block_structure_and_identity_channel_mixer():
 
 @pytest.mark.parametrize("use_se", [True, False])
 def test_repvit_block_fused_equals_unfused(use_se):
-    m = _randomise(RepViTBlock(32, use_se)).eval()
+    m = randomize(RepViTBlock(32, use_se), convs=True).eval()
     x = torch.randn(2, 32, 10, 6)
     ref = m(x)
     torch.testing.assert_close(_host_fuse(m)(x), ref, **TOL)
@@ -220,7 +193,7 @@ def test_c3k2_shape(c, cls, c3k, batch, hw, train):
 @pytest.mark.parametrize("c3k", [False, True])
 @pytest.mark.parametrize("cls", [C3k2_RVB, C3k2_RVB_SE])
 def test_c3k2_fused_equals_unfused_and_split(cls, c3k):
-    m = _randomise(cls(24, 48, 2, c3k), seed=int(c3k)).eval()
+    m = randomize(cls(24, 48, 2, c3k), seed=int(c3k), convs=True).eval()
     x = torch.randn(2, 24, 13, 9)
     ref = m(x)
     torch.testing.assert_close(m.forward_split(x), ref, **TOL)

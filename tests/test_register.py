@@ -11,6 +11,7 @@ from ultralytics.nn.modules import C3k2, Detect
 from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext
+from conftest import randomize
 from yolo_ext import C3k2_RVB, C3k2_RVB_SE, ModelYAMLError, model_yaml, model_yamls
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
 
@@ -153,16 +154,6 @@ def test_unsupported_parser_fails_loudly(monkeypatch):
         reg._build_parser(parse_model)
 
 
-def _randomize_bn(model: torch.nn.Module) -> None:
-    """Trained-like BN statistics, so folding them into convs is a real computation (fresh BN is an identity)."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
 
 @pytest.mark.parametrize("scale", "ns")
 @pytest.mark.parametrize("cfg", [p for p in YAMLS if "rvb" in p.name], ids=lambda p: p.stem)
@@ -171,7 +162,7 @@ def test_fused_model_equals_unfused(cfg, scale):
     from yolo_ext.nn.repvit import RepVGGDW
 
     model = build(scaled(cfg, scale)).eval()
-    _randomize_bn(model)
+    randomize(model)
     x = torch.rand(1, 3, 160, 224)
     with torch.no_grad():
         expected = model(x)[0]
