@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -129,14 +129,26 @@ def protected_layers(model: DetectionModel, names: Iterable[str] = ()) -> list[n
     return layers
 
 
-def _check_supported(model: nn.Module) -> DetectionModel:
+@contextmanager
+def _all_trainable(model: nn.Module) -> Iterator[None]:
+    """Torch-Pruning traces through autograd, so a frozen weight (DFL, a frozen backbone) would cut the graph.
+    Frozen is restored by name afterwards: pruning replaces the Parameter objects."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    model.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in frozen)
+
+
+def _check_supported(model: nn.Module) -> None:
     if not isinstance(model, DetectionModel) or type(model.model[-1]) is not Detect:
         head = type(model.model[-1]).__name__ if hasattr(model, "model") else type(model).__name__
         raise PruningError(
             f"yolo_ext prunes detection models (Detect head); this model's head is {head}. "
             "Segmentation, pose, OBB and classification models are not supported yet."
         )
-    return model
 
 
 def prune_model(
@@ -168,12 +180,8 @@ def prune_model(
     shapes = output_shapes(model)
     channels_before = conv_channels(model)
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}  # pruning replaces Parameter objects
     pruners = leaf_pruners()
-    with ExitStack() as stack:
-        stack.enter_context(split_blocks(model))
-        for p in model.parameters():
-            p.requires_grad_(True)  # the graph is traced through autograd: frozen weights (DFL) would cut it
+    with _all_trainable(model), split_blocks(model):  # restore flags by name after the halves are merged
         with trace_stand_ins(model, pruners):
             pruner = tp.pruner.BasePruner(
                 model,
@@ -193,8 +201,6 @@ def prune_model(
                 gradient_fn(model)
             pruner.step()
         model.zero_grad(set_to_none=True)
-    for n, p in model.named_parameters():
-        p.requires_grad_(n not in frozen)
     model.eval()
     check_model(model, shapes)
     macs_after, params_after = count_after(model, example)

@@ -29,10 +29,6 @@ def _keep(n: int, idxs: Sequence[int]) -> list[int]:
     return [i for i in range(n) if i not in drop]
 
 
-def _prune_bn(bn: nn.BatchNorm2d, idxs: Sequence[int]) -> None:
-    tp.prune_batchnorm_out_channels(bn, list(idxs))
-
-
 def _prune_conv_out(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
     """Output channels of a plain conv or of an Ultralytics Conv (conv + BN; a fused one has no BN)."""
     inner = conv.conv if isinstance(conv, Conv) else conv
@@ -41,7 +37,7 @@ def _prune_conv_out(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
     else:
         tp.prune_conv_out_channels(inner, list(idxs))
     if isinstance(conv, Conv) and hasattr(conv, "bn"):
-        _prune_bn(conv.bn, idxs)
+        tp.prune_batchnorm_out_channels(conv.bn, list(idxs))
 
 
 def _prune_conv_in(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:

@@ -70,9 +70,6 @@ def split_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.cv2(torch.cat(y, 1))
 
 
-SPLIT_TYPES: tuple[type[nn.Module], ...] = (C2f, C2PSA)
-
-
 def is_split_block(module: nn.Module) -> bool:
     """C2f and its subclasses whose forward is C2f's (C3k2, C3k2_RVB*), and C2PSA."""
     if isinstance(module, C2PSA):
