@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 import pytest
 import torch
 from ultralytics import YOLO
@@ -10,7 +13,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
 import yolo_ext
-from conftest import run_python
+from conftest import REPO, run_python
 from yolo_ext.finetune import FinetuneError, PrunedDetectionTrainer, finetune, resume
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
@@ -170,3 +173,32 @@ def test_iterative_pruning_reaches_the_ratio(pruned, tiny_bccd, tmp_path):
     assert after["model.1.conv"] == int(int(before["model.1.conv"] * 0.8) * 0.8)  # 0.8 of 0.8 of the original
     history = torch.load(tmp_path / "step2-pruned.pt", weights_only=False)["model"].yolo_ext_pruning
     assert len(history) == 2  # the second round pruned the fine-tuned network of the first
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "YOLO_OFFLINE": "1"})
+
+
+def test_val_tool_compares_checkpoints_in_one_table(pruned, tiny_bccd):
+    base = pruned.with_name("base.pt")
+    result = _tool("val.py", "--data", str(tiny_bccd), "--imgsz", "64", "--batch", "4", "--latency-runs", "2",
+                   str(base), str(pruned))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and ".pt" in line]
+    assert len(rows) == 2 and rows[0].endswith("1.00x | 1.00x |")
+    params = [int(r.split("|")[6].replace(",", "")) for r in rows]
+    assert params[1] < 0.5 * params[0]
+    missing = _tool("val.py", "--data", str(tiny_bccd), str(base.with_name("nope.pt")))
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_train_tool_val_mode_and_errors(pruned, tiny_bccd, tmp_path):
+    result = _tool("train.py", "val", "--model_path", str(pruned), "--data_path", str(tiny_bccd), "--imgsz", "64",
+                   "--batch", "4", "--workers", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mAP50-95" in result.stdout
+    bad = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-coordatt.yaml", "--data_path", str(tmp_path / "x.yaml"))
+    assert bad.returncode == 2 and "not found" in bad.stderr
+    unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data_path", str(tiny_bccd))
+    assert unknown.returncode == 2 and "Shipped models" in unknown.stderr
