@@ -59,12 +59,12 @@ from yolo_ext.finetune import finetune, resume
 from yolo_ext.prune import PruneConfig, PruningError
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, prune_checkpoint
 from yolo_ext.prune.gradients import loss_gradients
+from yolo_ext.prune.importance import NEEDS_GRADIENTS
 
 DATA_DIR = Path("/work/shared/datasets/bccd")
 NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
 YOLO11_YAML = ULTRALYTICS_ROOT / "cfg" / "models" / "11" / "yolo11.yaml"
 WIDTHS = [round(0.05 + 0.0025 * i, 4) for i in range(81)]  # 0.05 .. 0.25 (yolo11n's width), searched for (c)
-PARAMS_TOLERANCE = 0.05  # (c) counts as "the same size" as (b) within this relative params difference
 KEEP_TARGET = {0.4: 0.97}  # (b) at this params target should keep this fraction of (a)'s mAP50-95
 
 
@@ -121,20 +121,22 @@ def cfg_params(width: float) -> int:
 
 
 def match_width(target: int) -> tuple[float, int]:
-    """The width multiple whose yolo11 is closest in params to ``target`` (widths round to 8 channels, so it jumps)."""
-    best: tuple[float, float, int] | None = None
-    seen: set[int] = set()
-    for w in WIDTHS:
-        params = cfg_params(w)
-        if params in seen:  # the same channel counts as a narrower width: keep the narrowest
-            continue
-        seen.add(params)
-        err = abs(params - target) / target
-        if best is None or err < best[0]:
-            best = (err, w, params)
-        if params > target * (1 + PARAMS_TOLERANCE) and best[0] <= PARAMS_TOLERANCE:
-            break  # params only grow with the width from here
-    return best[1], best[2]
+    """The width multiple whose yolo11 is closest in params to ``target``.
+
+    Params grow monotonically (in jumps: channels round to multiples of 8) with the width, so a bisection over
+    :data:`WIDTHS` finds the two widths around the target in ~7 model builds; the closer of the two wins.
+    """
+    lo, hi = 0, len(WIDTHS) - 1  # invariant: params(lo) <= target < params(hi), unless target is out of range
+    params = {i: cfg_params(WIDTHS[i]) for i in (lo, hi)}
+    if params[lo] >= target or params[hi] <= target:
+        i = lo if params[lo] >= target else hi
+        return WIDTHS[i], params[i]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        params[mid] = cfg_params(WIDTHS[mid])
+        lo, hi = (mid, hi) if params[mid] <= target else (lo, mid)
+    i = min((lo, hi), key=lambda j: abs(params[j] - target))
+    return WIDTHS[i], params[i]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -150,41 +152,55 @@ def size_of(weights: Path, imgsz: int) -> tuple[int, float]:
 
 
 def train_seconds(run_dir: Path) -> float | None:
-    """Training wall time from Ultralytics' results.csv (its ``time`` column, seconds since the run started)."""
+    """Training wall time from Ultralytics' results.csv: its ``time`` column restarts at 0 when a run is resumed, so
+    the time of each segment is added up."""
     csv = run_dir / "results.csv"
     if not csv.exists():
         return None
     rows = [line.split(",") for line in csv.read_text().splitlines() if line.strip()]
     if len(rows) < 2 or "time" not in rows[0]:
         return None
-    return float(rows[-1][rows[0].index("time")])
+    col = rows[0].index("time")
+    total = prev = 0.0
+    for row in rows[1:]:
+        t = float(row[col])
+        if t < prev:  # a resumed segment starts here
+            total += prev
+        prev = t
+    return total + prev
+
+
+def stored(key: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The record of a finished step, or None: what makes a re-run skip work already done."""
+    path = args.out / "records" / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save(record: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Write ``records/<key>.json``: from now on :func:`stored` returns it and the step is skipped."""
+    path = args.out / "records" / f"{record['key']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
 
 
 def measure(key: str, weights: Path, args: argparse.Namespace, data: Path, **info: Any) -> dict[str, Any]:
-    """Validate ``weights`` on the val split and store the record as ``records/<key>.json`` (reused when present)."""
-    path = args.out / "records" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    """Validate ``weights`` on the val split, count its size and store the record."""
     log(f"val {key}: {weights}")
     params, gflops = size_of(weights, args.imgsz)
     metrics = YOLO(str(weights)).val(
         data=str(data), split="val", imgsz=args.imgsz, batch=args.batch, device="cpu", workers=args.workers,
         plots=False, verbose=False, project=str(args.out / "val"), name=key, exist_ok=True,
     )
-    record = {"key": key, "weights": str(weights), "params": params, "gflops": gflops,
-              "map": float(metrics.box.map), "map50": float(metrics.box.map50), **info}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    record = save({"key": key, "weights": str(weights), "params": params, "gflops": gflops,
+                   "map": float(metrics.box.map), "map50": float(metrics.box.map50), **info}, args)
     log(f"  {key}: params {params:,}  GFLOPs {gflops:.2f}  mAP50-95 {record['map']:.4f}  mAP50 {record['map50']:.4f}")
     return record
 
 
 def failed(key: str, args: argparse.Namespace, error: BaseException, **info: Any) -> dict[str, Any]:
     """Record a step that could not run (e.g. a params target a criterion cannot reach), so the table says why."""
-    record = {"key": key, "error": f"{type(error).__name__}: {error}"[:300], **info}
-    path = args.out / "records" / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    record = save({"key": key, "error": f"{type(error).__name__}: {error}"[:300], **info}, args)
     log(f"  {key} FAILED: {record['error']}")
     return record
 
@@ -257,14 +273,13 @@ def prune_step(a_best: Path, criterion: str, target: float, args: argparse.Names
     """(b) before fine-tuning: prune A to remove ``target`` of its params and validate the pruned checkpoint."""
     key = f"b_{criterion}_{tag(target)}"
     info = {"group": "b0", "criterion": criterion, "target": target, "epochs": args.epochs}
-    record_path = args.out / "records" / f"{key}.json"
-    if record_path.exists():
-        return json.loads(record_path.read_text())
+    if record := stored(key, args):
+        return record
     pruned = args.out / key / "pruned.pt"
     if not pruned.exists():
         log(f"prune {key}: criterion {criterion}, remove {target:.0%} of the params")
         gradient_fn = None
-        if criterion == "taylor":
+        if criterion in NEEDS_GRADIENTS:
             gradients.setdefault("fn", loss_gradients(data, args.imgsz))
             gradient_fn = gradients["fn"]
         t0 = time.perf_counter()
@@ -282,54 +297,61 @@ def prune_step(a_best: Path, criterion: str, target: float, args: argparse.Names
     return measure(key, pruned, args, data, **info)
 
 
+def baseline_step(args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """(a): yolo11n from scratch for E epochs."""
+    key = "a_yolo11n"
+    if record := stored(key, args):
+        return record
+    best = train_from_scratch(key, "yolo11n.yaml", args.epochs, args, data)
+    return measure(key, best, args, data, group="a", epochs=args.epochs, train_s=train_seconds(args.out / key))
+
+
+def finetune_step(b0: dict[str, Any], args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """(b) after fine-tuning: F epochs on the pruned checkpoint, so E + F epochs in all."""
+    key = f"{b0['key']}_ft"
+    if record := stored(key, args):
+        return record
+    best = finetune_pruned(key, Path(b0["weights"]), args, data)
+    return measure(key, best, args, data, group="b", criterion=b0["criterion"], target=b0["target"],
+                   epochs=args.epochs + args.finetune_epochs, train_s=train_seconds(args.out / key))
+
+
+def narrow_step(target: float, goal: int, args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """(c): a yolo11 as wide as makes ``goal`` params, from scratch for E + F epochs."""
+    key = f"c_{tag(target)}"
+    if record := stored(key, args):
+        return record
+    width, params = match_width(goal)
+    log(f"narrow model for -{target:.0%} params: width {width} -> {params:,} params ((b): {goal:,}, "
+        f"{params / goal - 1:+.1%})")
+    total = args.epochs + args.finetune_epochs
+    best = train_from_scratch(key, str(narrow_yaml(width, args.out)), total, args, data)
+    return measure(key, best, args, data, group="c", target=target, width=width, epochs=total,
+                   train_s=train_seconds(args.out / key))
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run (or resume) every step; returns every record in table order."""
+    """Run (or resume) every step; returns every record in table order.
+
+    Per target, (c) trains before the fine-tunings, and those run best pruned mAP first: a run cut short still has
+    its comparison point and the most promising (b).
+    """
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_data_yaml(args.data_dir, args.out)
-    total = args.epochs + args.finetune_epochs
-    records: list[dict[str, Any]] = []
-
-    a_key = "a_yolo11n"
-    a_path = args.out / "records" / f"{a_key}.json"
-    if a_path.exists():
-        a = json.loads(a_path.read_text())
-    else:
-        best = train_from_scratch(a_key, "yolo11n.yaml", args.epochs, args, data)
-        a = measure(a_key, best, args, data, group="a", epochs=args.epochs, train_s=train_seconds(args.out / a_key))
-    records.append(a)
-
-    gradients: dict[str, Callable] = {}  # the Taylor gradient function (its data loader) is built once
+    a = baseline_step(args, data)
+    records = [a]
+    gradients: dict[str, Callable] = {}  # the gradient function for Taylor (its data loader) is built once
     pruned = {(c, t): prune_step(Path(a["weights"]), c, t, args, data, gradients)
               for t in args.targets for c in args.criteria}
-
     for t in args.targets:
-        for c in args.criteria:
-            b0 = pruned[(c, t)]
-            records.append(b0)
-            if "error" in b0:
-                continue
-            key = f"{b0['key']}_ft"
-            path = args.out / "records" / f"{key}.json"
-            if path.exists():
-                records.append(json.loads(path.read_text()))
-                continue
-            best = finetune_pruned(key, Path(b0["weights"]), args, data)
-            records.append(measure(key, best, args, data, group="b", criterion=c, target=t, epochs=total,
-                                   train_s=train_seconds(args.out / key)))
-
-        ok = [pruned[(c, t)]["params"] for c in args.criteria if "error" not in pruned[(c, t)]]
-        goal = round(sum(ok) / len(ok)) if ok else round(a["params"] * (1 - t))
-        width, params = match_width(goal)
-        key = f"c_w{round(width * 10000):04d}"
-        path = args.out / "records" / f"{key}.json"
-        if path.exists():
-            records.append(json.loads(path.read_text()))
-            continue
-        log(f"narrow model for -{t:.0%}: width {width} -> {params:,} params (pruned: {goal:,}, "
-            f"{params / goal - 1:+.1%})")
-        best = train_from_scratch(key, str(narrow_yaml(width, args.out)), total, args, data)
-        records.append(measure(key, best, args, data, group="c", target=t, width=width, epochs=total,
-                               train_s=train_seconds(args.out / key)))
+        b0s = [pruned[(c, t)] for c in args.criteria]
+        ok = [r for r in b0s if "error" not in r]
+        goal = round(sum(r["params"] for r in ok) / len(ok)) if ok else round(a["params"] * (1 - t))
+        c_record = narrow_step(t, goal, args, data)
+        tuned = {r["key"]: finetune_step(r, args, data) for r in sorted(ok, key=lambda r: -r["map"])}
+        for r in b0s:
+            records += [r, tuned[r["key"]]] if r["key"] in tuned else [r]
+        records.append(c_record)
     return records
 
 
@@ -378,7 +400,7 @@ def table(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str,
     """Markdown table of every variant plus the verdict lines; also returns the verdicts as data."""
     a = next(r for r in records if r.get("group") == "a")
     lines = [
-        f"| variant | epochs | params | GFLOPs@{args.imgsz} | mAP50-95 | mAP50 | mAP50-95 vs (a) | train min |",
+        f"| variant | epochs | params | GFLOPs@{args.imgsz} | mAP50-95 | mAP50 | mAP50-95 vs (a) | train min (this step) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
@@ -398,7 +420,8 @@ def table(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str,
         head = f"- params -{v['target']:.0%}: "
         if "pruning_wins" in v:
             gap = 100 * (v["b_map"] - v["c_map"])
-            who = "pruning wins" if v["pruning_wins"] else "the narrow model trained from scratch wins"
+            who = ("tie" if v["b_map"] == v["c_map"] else "pruning wins" if v["pruning_wins"]
+                   else "the narrow model trained from scratch wins")
             head += (f"best (b) `{v['best_b']}` mAP50-95 {v['b_map']:.4f} vs (c) `{v['c']}` {v['c_map']:.4f} "
                      f"({gap:+.1f} points, (c) params {v['params_diff']:+.1%}): **{who}**")
         else:
@@ -412,8 +435,8 @@ def table(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str,
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="E: epochs of (a); (c) trains E + F")
-    parser.add_argument("--finetune-epochs", type=int, default=4, help="F: fine-tuning epochs of every (b)")
+    parser.add_argument("--epochs", type=int, default=20, help="E: epochs of (a); (c) trains E + F")
+    parser.add_argument("--finetune-epochs", type=int, default=5, help="F: fine-tuning epochs of every (b)")
     parser.add_argument("--criteria", nargs="+", default=["l1", "lamp", "taylor"], help="pruning criteria for (b)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.4, 0.6],
                         help="fractions of the parameters pruning removes (one (c) per target)")

@@ -33,7 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="batch size for taylor")
     p.add_argument("--output", help="output .pt (default: <model>-pruned<ratio>.pt beside the input, never reused)")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output (never the input)")
-    p.add_argument("--latency-runs", type=int, default=20, help="timed CPU runs per model for the report (0: skip)")
+    p.add_argument("--latency-runs", type=int, default=10,
+                   help="interleaved single-thread CPU runs per model (fused, batch 1) for the report (0: skip)")
     return p
 
 

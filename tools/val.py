@@ -19,7 +19,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data YAML to validate on")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--latency-runs", type=int, default=20, help="interleaved timed runs per model (0: skip)")
+    p.add_argument("--latency-runs", type=int, default=10,
+                   help="interleaved single-thread CPU runs per model (fused, batch 1; 0: skip)")
     p.add_argument("--device", default="cpu")
     return p
 

@@ -26,7 +26,7 @@ def _step(i: int, text: str) -> float:
 
 def run_demo(
     out: Path, model: str = "yolo11n-coordatt.yaml", epochs: int = 30, finetune_epochs: int = 15, imgsz: int = 320,
-    ratio: float = 0.4, batch: int = 8, latency_runs: int = 20,
+    ratio: float = 0.4, batch: int = 8, latency_runs: int = 10,
 ) -> str:
     """Run the four steps into ``out`` (a new folder) and return the comparison table.
 

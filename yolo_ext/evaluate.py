@@ -9,7 +9,7 @@ import torch
 import torch_pruning as tp
 from ultralytics import YOLO
 
-from yolo_ext.prune.report import fused_copy, interleaved_latency_ms
+from yolo_ext.prune.report import LATENCY_THREADS, fused_copy, interleaved_latency_ms
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Measurement:
 
 
 def compare_checkpoints(
-    paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 20,
+    paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 10,
     device: str = "cpu",
 ) -> list[Measurement]:
     """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``)."""
@@ -48,7 +48,7 @@ def format_comparison(rows: list[Measurement], imgsz: int) -> str:
     """Markdown table; the first row is the reference for the relative columns."""
     ref = rows[0]
     lines = [
-        f"| checkpoint | mAP50 | mAP50-95 | P | R | params | GFLOPs@{imgsz} | CPU ms | params vs first | ms vs first |",
+        f"| checkpoint | mAP50 | mAP50-95 | P | R | params | GFLOPs@{imgsz} | CPU ms ({LATENCY_THREADS} thr) | params vs first | ms vs first |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

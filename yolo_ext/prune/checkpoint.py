@@ -21,7 +21,7 @@ from ultralytics.utils.patches import torch_load
 import yolo_ext
 from yolo_ext.prune.engine import PruneConfig, PruneResult, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
-from yolo_ext.prune.report import Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
+from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
 
 
 def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
@@ -119,7 +119,7 @@ def prune_checkpoint(
     config: PruneConfig,
     output: str | Path | None = None,
     overwrite: bool = False,
-    latency_runs: int = 20,
+    latency_runs: int = 10,
     gradient_fn: Callable[[nn.Module], None] | None = None,
 ) -> PruneReport:
     """Load ``source``, prune it with ``config``, write ``output`` plus ``<output>.txt`` report and ``<output>.png``."""
@@ -138,7 +138,7 @@ def prune_checkpoint(
     if latency_runs > 0:
         models = [fused_copy(original), fused_copy(result.model)]
         before_ms, after_ms = interleaved_latency_ms(models, config.size, runs=latency_runs)
-        rows.append(Row("CPU ms (fused)", before_ms, after_ms, "{:.1f}"))
+        rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
     title = f"{source.name} -> {output.name}: {config.criterion}, ratio {config.ratio}" + (
         ", global" if config.global_pruning else ""
     )

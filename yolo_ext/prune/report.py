@@ -33,20 +33,34 @@ def fused_copy(model: nn.Module) -> nn.Module:
     return model.fuse(verbose=False) if hasattr(model, "fuse") else model
 
 
+LATENCY_THREADS = 1
+
+
 @torch.no_grad()
-def interleaved_latency_ms(models: list[nn.Module], size: tuple[int, int], runs: int = 20, warmup: int = 3) -> list[float]:
-    """Median CPU latency (batch 1) of each model, runs alternating between models so machine noise hits all alike."""
-    x = torch.rand(1, 3, *size)
-    for m in models:
-        m.eval()
-        for _ in range(warmup):
-            m(x)
-    times: list[list[float]] = [[] for _ in models]
-    for _ in range(runs):
-        for i, m in enumerate(models):
-            t = time.perf_counter()
-            m(x)
-            times[i].append(1000 * (time.perf_counter() - t))
+def interleaved_latency_ms(
+    models: list[nn.Module], size: tuple[int, int], runs: int = 10, warmup: int = 2, threads: int = LATENCY_THREADS
+) -> list[float]:
+    """Median CPU latency (batch 1) of each model, runs alternating between models so machine noise hits all alike.
+
+    Timed on ``threads`` torch threads (default one): with more, any other busy process on the machine stalls the
+    OpenMP barriers and makes the numbers meaningless, while single-thread latency is stable and comparable.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.rand(1, 3, *size)
+        for m in models:
+            m.eval()
+            for _ in range(warmup):
+                m(x)
+        times: list[list[float]] = [[] for _ in models]
+        for _ in range(runs):
+            for i, m in enumerate(models):
+                t = time.perf_counter()
+                m(x)
+                times[i].append(1000 * (time.perf_counter() - t))
+    finally:
+        torch.set_num_threads(previous)
     return [statistics.median(t) for t in times]
 
 
