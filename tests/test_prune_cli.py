@@ -145,10 +145,11 @@ def test_every_family_reloads_and_exports(cfg, tiny_bccd, tmp_path):
 
 def test_prune_the_pruned_checkpoint_again(pruned):
     out, _, _ = pruned
-    again = out.with_name("again.pt")
-    result = run_prune("--model_path", str(out), "--output", str(again), "--imgsz", "128", "--latency-runs", "0",
+    result = run_prune("--model_path", str(out), "--imgsz", "128", "--latency-runs", "0",
                        "--prune_type", "lamp", "--target-params", "0.3")
     assert result.returncode == 0, result.stderr[-3000:]
+    again = out.with_name("best-pruned40-params30.pt")  # default name says what the target was
+    assert again.exists() and "ratio 0." in again.with_suffix(".txt").read_text()
     history = torch.load(again, weights_only=False)["model"].yolo_ext_pruning
     assert [h["config"]["criterion"] for h in history] == ["l1", "lamp"]
     assert abs(1 - history[1]["params"][1] / history[1]["params"][0] - 0.3) <= 0.01
@@ -204,7 +205,12 @@ def test_never_overwrites(checkpoint, tmp_path):
     existing = tmp_path / "exists.pt"
     existing.write_bytes(b"keep me")
     code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--output", str(existing))
-    assert code == 2 and "already exists" in err and existing.read_bytes() == b"keep me"
+    assert code == 2 and "already exist" in err and existing.read_bytes() == b"keep me"
+    report = tmp_path / "new.txt"  # the report beside a new checkpoint name is protected too
+    report.write_text("my notes")
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--output", str(tmp_path / "new.pt"))
+    assert code == 2 and "new.txt" in err and report.read_text() == "my notes"
+    assert not (tmp_path / "new.pt").exists()
 
 
 def test_taylor_without_data_is_refused(checkpoint, tmp_path):

@@ -59,21 +59,32 @@ def pruning_history(model: nn.Module) -> list[dict]:
     return list(getattr(model, "yolo_ext_pruning", []))
 
 
-def default_output(source: Path, ratio: float) -> Path:
-    """``best.pt`` -> ``best-pruned40.pt`` beside it, numbered so an existing file is never reused."""
-    stem = f"{source.stem}-pruned{round(100 * ratio)}"
+def written_files(output: Path) -> list[Path]:
+    """The checkpoint and the report and plot written beside it."""
+    return [output, output.with_suffix(".txt"), output.with_suffix(".png")]
+
+
+def default_output(source: Path, config: PruneConfig) -> Path:
+    """``best.pt`` -> ``best-pruned40.pt`` (``-params50`` / ``-macs50`` for targets) beside it, numbered so that
+    no existing file is reused."""
+    if config.target_params is not None or config.target_macs is not None:
+        metric, value = ("params", config.target_params) if config.target_params is not None else ("macs", config.target_macs)
+        stem = f"{source.stem}-{metric}{round(100 * value)}"
+    else:
+        stem = f"{source.stem}-pruned{round(100 * config.ratio)}"
     out, n = source.with_name(f"{stem}.pt"), 2
-    while out.exists():
+    while any(p.exists() for p in written_files(out)):
         out, n = source.with_name(f"{stem}-{n}.pt"), n + 1
     return out
 
 
 def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
-    """The input is never written; an existing output only with ``overwrite``."""
+    """The input is never written; existing outputs (checkpoint, report, plot) only with ``overwrite``."""
     if output.resolve() == source.resolve():
         raise CheckpointError(f"Refusing to overwrite the input checkpoint {str(source)!r}; choose another --output.")
-    if output.exists() and not overwrite:
-        raise CheckpointError(f"{str(output)!r} already exists; choose another --output or pass --overwrite.")
+    existing = [str(p) for p in written_files(output) if p.exists()]
+    if existing and not overwrite:
+        raise CheckpointError(f"{', '.join(existing)} already exist(s); choose another --output or pass --overwrite.")
 
 
 def save_pruned(ckpt: dict, result: PruneResult, source: Path, output: Path, overwrite: bool = False) -> Path:
@@ -125,7 +136,7 @@ def prune_checkpoint(
     """Load ``source``, prune it with ``config``, write ``output`` plus ``<output>.txt`` report and ``<output>.png``."""
     config.check()
     source = Path(source)
-    output = Path(output) if output else default_output(source, config.ratio)
+    output = Path(output) if output else default_output(source, config)
     check_output(source, output, overwrite)  # before any work
     ckpt, model = load_detection_checkpoint(source)
     original = copy.deepcopy(model)
@@ -139,8 +150,9 @@ def prune_checkpoint(
         models = [fused_copy(original), fused_copy(result.model)]
         before_ms, after_ms = interleaved_latency_ms(models, config.size, runs=latency_runs)
         rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
-    title = f"{source.name} -> {output.name}: {config.criterion}, ratio {config.ratio}" + (
-        ", global" if config.global_pruning else ""
+    done = result.config  # the ratio a params/MACs target resolved to
+    title = f"{source.name} -> {output.name}: {done.criterion}, ratio {done.ratio:.3g}" + (
+        ", global" if done.global_pruning else ""
     )
     table = format_table(rows, title)
     text = output.with_suffix(".txt")
