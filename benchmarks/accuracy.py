@@ -7,8 +7,8 @@ start and trained for the same total number of epochs. On BCCD (blood cells, 292
   (b) A pruned to remove each ``--targets`` fraction of the PARAMETERS with each ``--criteria`` criterion
       (``PruneConfig(target_params=...)``), validated right after pruning, then fine-tuned F epochs (``--finetune-epochs``;
       AdamW, lr0 ``--finetune-lr``, one warmup epoch, batch as in (a))
-  (c) per target, a yolo11 whose width multiple is chosen so its params match (b)'s (within ~5%), trained from scratch
-      for E + F epochs: the same total epoch budget as (b)
+  (c) per target, a yolo11 whose width multiple (in steps of 0.0025) makes its params closest to (b)'s (within a few %;
+      the verdict line prints the difference), trained from scratch for E + F epochs: the same total epoch budget as (b)
 
 Every number comes from Ultralytics' val on the val split (``metrics.box.map`` = mAP50-95, ``metrics.box.map50``) of
 the checkpoint a run selected (Ultralytics' ``best.pt``, chosen by val mAP50-95 during training: the same rule for every
@@ -21,15 +21,17 @@ training run, the pruned checkpoints, one JSON per measured checkpoint in ``reco
 ``accuracy.json``. A step whose record already exists is skipped and an interrupted training resumes from its
 ``last.pt``, so re-running the same command continues where it stopped (change the options, change ``--out``).
 
-Defaults (E=12, F=4, criteria l1 lamp taylor, targets 0.4 0.6) make 3E + 8F = 68 training epochs, most of them on
-networks smaller than yolo11n; at ~50 s per yolo11n epoch on the 2 idle cores of our dev machine that is about an hour
-(measured on a busy machine: see benchmarks/RESULTS_accuracy.md). Twelve epochs do NOT reach the plateau (yolo11n needs
-~40 epochs on BCCD for mAP50-95 ~0.50): the defaults answer "at a one-hour budget"; for the plateau question run
-``--epochs 40 --finetune-epochs 10`` (about 4-5 hours).
+Defaults: E=20, F=5, criteria l1 lamp taylor, targets 0.4 0.6, i.e. 20 yolo11n epochs, 6 fine-tunings of 5 epochs and
+2 narrow trainings of 25 epochs (100 epochs, 80 of them on networks with 40-60% fewer params). Measured on our 2-core
+dev machine while two other developers ran tests (load ~2): yolo11n ~43 s/epoch with mosaic and ~30 s in the last 10
+(``close_mosaic``), fine-tuning a -40% model ~26 s/epoch, the width-0.18 yolo11 ~22 s/epoch; the target-0.4 half took
+27 min and the whole default set about 45 min (an idle machine is faster). E=20 does NOT reach the plateau (yolo11n needs
+~40 epochs on BCCD for mAP50-95 ~0.50; at 20 it is ~0.35 and still rising): the defaults answer the question at a
+one-hour budget; for the plateau question run ``--epochs 40 --finetune-epochs 10`` (about 1.5 hours).
 
 Usage:
-  python benchmarks/accuracy.py                                                   # defaults, ~1 h idle
-  python benchmarks/accuracy.py --epochs 10 --finetune-epochs 5 --criteria l1 lamp --targets 0.4
+  python benchmarks/accuracy.py                                                   # defaults, < 1 h
+  python benchmarks/accuracy.py --epochs 10 --finetune-epochs 5 --criteria l1 lamp --targets 0.4    # ~15-20 min
   options: --data-dir, --out, --imgsz 320, --batch 16, --workers 0, --finetune-lr 0.001, --threads 0 (torch default)
 """
 

@@ -18,8 +18,10 @@ compute on the calling thread): it leaves out the time the process waits for a c
 "CPU-time eff." in parentheses is the noise-resistant cross-check of the wall-clock numbers.
 `--round-to 8` (default) also prunes at `--round-ratio` 0.4 with channel counts rounded to multiples of 8, to show
 what hardware-friendly widths change; pass `--round-to` with no value to skip, or several values (8 16).
-`--profile` adds a per-op breakdown of one model's unpruned vs highest-ratio variant (torch.profiler self CPU time
-and ONNX Runtime's node profile, grouped by op) that shows which ops do not shrink with the MACs.
+`--profile MODEL` adds, for that model's unpruned vs highest-ratio variant (without round_to), a per-op breakdown
+(torch.profiler self CPU time; ONNX Runtime's node profile by op type) and a per-layer one (conv MACs and thread CPU
+time of each `model.model[i]`, the Detect head split into its convs and the rest): which ops and layers do not get
+as much faster as their MACs shrink.
 
 Usage:
   python benchmarks/latency.py                                  # 5 models x ratios 0.2 0.4 0.6 (+ round_to 8)
@@ -28,12 +30,13 @@ Usage:
   options: --models, --ratios, --imgsz 640, --runs 30, --warmup 5, --threads 1, --criterion l1,
            --round-to [N ...], --round-ratio 0.4, --malloc default|keep, --profile MODEL, --json PATH
 Runs with 1 torch thread and 1 ONNX Runtime intra-op thread (`--threads`): on a 2-core machine shared with other
-work, a second thread mostly waits at barriers for a descheduled core. Needs no weights or network (models come
+work, timings then do not depend on whether the second core happens to be free. Needs no weights or network (models come
 from Ultralytics' bundled YAMLs, random weights, seed 0; YOLO_OFFLINE=1 is set).
 
-Duration on the 2-core AMD EPYC (AVX-512) dev machine, with another developer's test suite running: 14.5 min for
-the full default set (870 s measured; each model's variants ~30-40 s to prune/save/export, then the timing rounds,
-~4.5 min for yolov8s and yolo11s); `--models yolo11n --ratios 0.4 --runs 10 --round-to` takes ~1 min.
+Duration on the 2-core AMD EPYC (AVX-512) dev machine, another developer's test suite keeping ~1 core busy: 3.7 min
+for the full default set (223 s measured: per model 6-12 s to prune, save, export and check 4 variants, then the
+35 timing rounds, 18-63 s); `--round-to 8 16 --profile yolo11n` 4.7 min (281 s); `--models yolo11n --ratios 0.6
+--runs 5 --warmup 1 --round-to` ~20 s.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ DEFAULT_MODELS = ["yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolo26n"]
 DEFAULT_RATIOS = [0.2, 0.4, 0.6]
 TARGET_EFFICIENCY = 0.8
 PARITY_TOL = 1e-3
+BACKEND_KEYS = ("torch", "ort", "torch_cpu", "ort_cpu")  # wall-clock and thread-CPU-time series per backend
 
 
 @dataclass
@@ -90,9 +94,10 @@ class Variant:
     prune_s: float = 0.0
     ort_max_diff: float = float("nan")
     # wall-clock ms ("torch", "ort") and this thread's CPU ms ("torch_cpu", "ort_cpu") per run
-    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ("torch", "ort", "torch_cpu", "ort_cpu")})
+    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in BACKEND_KEYS})
 
     def median(self, backend: str) -> float:
+        """Median of one timing series: robust to the runs another process slowed down."""
         return statistics.median(self.times[backend])
 
 
@@ -172,7 +177,8 @@ def prepare_variants(name: str, args: argparse.Namespace, tmp: Path) -> list[Var
     for ratio, round_to in specs:
         ckpt, model = load_detection_checkpoint(src)
         t0 = time.perf_counter()
-        res = prune_model(model, PruneConfig(ratio=ratio, criterion=args.criterion, imgsz=args.imgsz, round_to=round_to))
+        cfg = PruneConfig(ratio=ratio, criterion=args.criterion, imgsz=args.imgsz, round_to=round_to)
+        res = prune_model(model, cfg)
         prune_s = time.perf_counter() - t0
         macs_before, params_before = res.macs_before, res.params_before
         label = f"p{round(100 * ratio)}" + (f"/r{round_to}" if round_to else "")
@@ -219,6 +225,12 @@ def time_round_robin(variants: list[Variant], imgsz: int, runs: int, warmup: int
                     v.times["ort_cpu"].append(1000 * (c2 - c1))
 
 
+def read_profile(sess: ort.InferenceSession) -> list[dict[str, Any]]:
+    """Stop ONNX Runtime's profiler and return its events (the JSON file it wrote)."""
+    with open(sess.end_profiling()) as f:
+        return json.load(f)
+
+
 def profile_torch(model: nn.Module, x: torch.Tensor, reps: int) -> tuple[dict[str, float], float]:
     """(self CPU ms per aten op per forward from torch.profiler, median wall ms per forward without the profiler)."""
     from torch.profiler import ProfilerActivity, profile
@@ -248,7 +260,7 @@ def profile_ort(path: Path, x: np.ndarray, reps: int, threads: int, tmp: Path) -
     sess = ort_session(path, threads, str(tmp / f"ortprof-{path.stem}"))
     for _ in range(2 + reps):
         sess.run(None, {name: x})
-    events = json.load(open(sess.end_profiling()))
+    events = read_profile(sess)
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     t_cut = runs[2]["ts"] if len(runs) > 2 else 0  # skip the two warm-up runs
     ops: dict[str, float] = defaultdict(float)
@@ -259,11 +271,9 @@ def profile_ort(path: Path, x: np.ndarray, reps: int, threads: int, tmp: Path) -
 
 
 def print_profile(name: str, base: Variant, pruned: Variant, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Per op: ms per forward unpruned vs pruned and how much each shrank, in both backends.
+    """Per op and per layer: ms per forward unpruned vs pruned and how much each shrank, in both backends.
 
     The two models are profiled alternately twice and each op keeps its smaller time (less noise from other load).
-    "outside ops" is the unprofiled wall time minus the ops' total: Python and framework overhead, which pruning
-    cannot shrink.
     """
     x = torch.rand(1, 3, args.imgsz, args.imgsz)
     reps = max(3, min(10, args.runs))
@@ -284,7 +294,7 @@ def print_profile(name: str, base: Variant, pruned: Variant, args: argparse.Name
         wall = {key: min(s[1] for s in samples[key]) for key in samples}
         record[backend] = {"ops_ms": ops, "wall_ms": wall}
         print(f"\n### Where the time goes, {title}: {name} unpruned vs {pruned.label} (MACs ratio {mr:.2f}x)\n")
-        print("| op | unpruned ms | pruned ms | shrink | share of unpruned | share of pruned |")
+        print("| op | unpruned ms | pruned ms | shrink | share of unpruned ops | share of pruned ops |")
         print("|---|---:|---:|---:|---:|---:|")
         tot = {k: sum(ops[k].values()) for k in ops}
         names = sorted(ops["base"], key=lambda k: -ops["base"][k])
@@ -292,17 +302,145 @@ def print_profile(name: str, base: Variant, pruned: Variant, args: argparse.Name
         rest = {k: sum(v for n, v in ops[k].items() if n not in top) for k in ops}
         rows = [(n, ops["base"].get(n, 0.0), ops["pruned"].get(n, 0.0)) for n in top]
         rows += [("(other ops)", rest["base"], rest["pruned"]), ("all ops", tot["base"], tot["pruned"])]
-        rows += [
-            ("outside ops (wall - ops)", wall["base"] - tot["base"], wall["pruned"] - tot["pruned"]),
-            ("wall, unprofiled", wall["base"], wall["pruned"]),
-        ]
         for n, u, q in rows:
             shrink = f"{u / q:.2f}x" if q > 0 and u > 0 else "-"
-            print(
-                f"| {n} | {u:.2f} | {q:.2f} | {shrink} | {100 * u / wall['base']:.0f}% | "
-                f"{100 * q / wall['pruned']:.0f}% |"
-            )
+            share = f"{100 * u / tot['base']:.0f}% | {100 * q / tot['pruned']:.0f}%"
+            print(f"| {n} | {u:.2f} | {q:.2f} | {shrink} | {share} |")
+    record["layers"] = print_layers(name, base, pruned, args, tmp)
     return record
+
+
+def _conv_macs_hook(store: dict[str, float], key: str) -> Any:
+    """Forward hook adding a conv's MACs for this call (batch 1) to store[key]."""
+
+    def hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
+        k = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]  # in_channels / groups * kh * kw
+        store[key] += out[0].numel() * k
+
+    return hook
+
+
+def layer_times_torch(model: nn.Module, x: torch.Tensor, reps: int) -> tuple[dict[str, float], dict[str, float], float]:
+    """(thread CPU ms per layer, MACs per layer, CPU ms per whole forward), medians over `reps` forwards.
+
+    Layers are the top-level `model.model[i]`; the Detect head is split into its convs ("i Detect convs") and the
+    rest ("i Detect rest": DFL softmax, box decoding, concatenations), which pruning cannot shrink.
+    """
+    times: dict[str, list[float]] = defaultdict(list)
+    macs: dict[str, float] = defaultdict(float)
+    handles = []
+    starts: dict[str, float] = {}
+
+    def timed(key: str, m: nn.Module) -> None:
+        def pre(_m: nn.Module, _i: Any) -> None:
+            starts[key] = time.thread_time()
+
+        def post(_m: nn.Module, _i: Any, _o: Any) -> None:
+            times[key].append(1000 * (time.thread_time() - starts[key]))
+
+        handles.extend([m.register_forward_pre_hook(pre), m.register_forward_hook(post)])
+
+    layers = list(model.model)
+    for i, layer in enumerate(layers):
+        name = f"{i} {type(layer).__name__}"
+        timed(name, layer)
+        head = i == len(layers) - 1
+        for j, conv in enumerate(c for c in layer.modules() if isinstance(c, nn.Conv2d)):
+            key = f"{i} Detect convs" if head else name
+            handles.append(conv.register_forward_hook(_conv_macs_hook(macs, key)))
+            if head:
+                timed(f"{key}#{j}", conv)
+    total = []
+    with torch.inference_mode():
+        for _ in range(2 + reps):
+            macs.clear()
+            c0 = time.thread_time()
+            model(x)
+            total.append(1000 * (time.thread_time() - c0))
+    for h in handles:
+        h.remove()
+    med = {k: statistics.median(v[2:]) for k, v in times.items()}
+    head = f"{len(layers) - 1} {type(layers[-1]).__name__}"
+    convs = sum(v for k, v in med.items() if k.startswith(f"{len(layers) - 1} Detect convs#"))
+    out = {k: v for k, v in med.items() if "#" not in k and k != head}
+    out[f"{len(layers) - 1} Detect convs"] = convs
+    out[f"{len(layers) - 1} Detect rest"] = med[head] - convs
+    return out, dict(macs), statistics.median(total[2:])
+
+
+def layer_times_ort(path: Path, x: np.ndarray, reps: int, threads: int, tmp: Path, n_layers: int) -> dict[str, float]:
+    """Kernel ms per top-level layer from ONNX Runtime's node profile (node names carry `/model.i/`)."""
+    sess = ort_session(path, threads, str(tmp / f"ortlayers-{path.stem}"))
+    name = sess.get_inputs()[0].name
+    for _ in range(2 + reps):
+        sess.run(None, {name: x})
+    events = read_profile(sess)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    t_cut = runs[2]["ts"] if len(runs) > 2 else 0
+    out: dict[str, float] = defaultdict(float)
+    head = n_layers - 1
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t_cut:
+            continue
+        node = e["name"]
+        idx = node.split("/")[1].removeprefix("model.") if node.startswith("/model.") else ""
+        key = idx if idx.isdigit() else "(other nodes)"
+        if key == str(head):
+            key += " convs" if "Conv" in e.get("args", {}).get("op_name", "") else " rest"
+        out[key] += e["dur"] / 1000 / reps
+    return dict(out)
+
+
+def print_layers(name: str, base: Variant, pruned: Variant, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Per layer: MACs ratio vs time ratio in both backends; shows which layers pay more per MAC after pruning."""
+    x = torch.rand(1, 3, args.imgsz, args.imgsz)
+    reps = max(5, min(15, args.runs))
+    n_layers = len(base.torch_model.model)
+    res: dict[str, dict[str, Any]] = {}
+    for key, v in (("base", base), ("pruned", pruned)):
+        runs = [layer_times_torch(v.torch_model, x, reps) for _ in range(2)]  # min of two: less noise
+        t = {k: min(r[0][k] for r in runs) for k in runs[0][0]}
+        o = [layer_times_ort(v.onnx_path, x.numpy(), reps, args.threads, tmp, n_layers) for _ in range(2)]
+        res[key] = {
+            "torch_ms": t, "macs": runs[0][1], "forward_ms": min(r[2] for r in runs),
+            "ort_ms": {k: min(r.get(k, 0.0) for r in o) for k in set().union(*o)},
+        }
+    b, p = res["base"], res["pruned"]
+    print(
+        f"\n### Per layer: {name} unpruned vs {pruned.label}, MACs vs time (thread CPU ms per image, hooks on "
+        "model.model[i] in PyTorch, node profile in ONNX Runtime)\n"
+    )
+    print("| layer | GMACs | MACs ratio | PyTorch ms | time ratio | eff. | ORT ms | time ratio | eff. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for layer in b["torch_ms"]:
+        idx = layer.split()[0]
+        ort_key = idx + (" convs" if layer.endswith("convs") else " rest" if layer.endswith("rest") else "")
+        mb, mp = b["macs"].get(layer, 0.0), p["macs"].get(layer, 0.0)
+        tb, tp = b["torch_ms"][layer], p["torch_ms"].get(layer, 0.0)
+        ob, op = b["ort_ms"].get(ort_key, 0.0), p["ort_ms"].get(ort_key, 0.0)
+        mr = mb / mp if mp else None
+        cells = [layer, f"{mb / 1e9:.3f} → {mp / 1e9:.3f}" if mb else "-", f"{mr:.2f}x" if mr else "-"]
+        for u, q in ((tb, tp), (ob, op)):
+            tr = u / q if q > 0 else None
+            cells += [f"{u:.2f} → {q:.2f}", f"{tr:.2f}x" if tr else "-", f"{tr / mr:.2f}" if tr and mr else "-"]
+        print("| " + " | ".join(cells) + " |")
+    mb, mp = sum(b["macs"].values()), sum(p["macs"].values())
+    lb, lp = sum(b["torch_ms"].values()), sum(p["torch_ms"].values())
+    ob, op = sum(b["ort_ms"].values()), sum(p["ort_ms"].values())
+    print(
+        f"| all layers | {mb / 1e9:.3f} → {mp / 1e9:.3f} | {mb / mp:.2f}x | {lb:.2f} → {lp:.2f} | {lb / lp:.2f}x | "
+        f"{lb / lp / (mb / mp):.2f} | {ob:.2f} → {op:.2f} | {ob / op:.2f}x | {ob / op / (mb / mp):.2f} |"
+    )
+    fb, fp = b["forward_ms"], p["forward_ms"]
+    print(
+        f"| whole forward (PyTorch; outside layers {fb - lb:.2f} → {fp - lp:.2f}) | | | {fb:.2f} → {fp:.2f} | "
+        f"{fb / fp:.2f}x | {fb / fp / (mb / mp):.2f} | | | |"
+    )
+    print(
+        "\nGMACs here are the convolutions' multiply-accumulates (batch 1) counted by hooks; eff. = time ratio / MACs "
+        "ratio per layer. Layer i Detect is split into its convs and the rest (DFL softmax, decoding, concatenation)."
+    )
+    return res
 
 
 def print_tables(results: dict[str, list[Variant]], args: argparse.Namespace) -> None:
@@ -352,6 +490,7 @@ def print_tables(results: dict[str, list[Variant]], args: argparse.Namespace) ->
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options; the commands in RESULTS_latency_modules.md give the numbers there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="Ultralytics/yolo_ext model names")
     parser.add_argument("--ratios", nargs="+", type=float, default=DEFAULT_RATIOS, help="uniform pruning ratios")
@@ -369,12 +508,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--malloc", default="default", choices=["default", "keep"],
         help="glibc malloc as users get it, or told to keep freed memory (no page faults in the PyTorch forward)",
     )
-    parser.add_argument("--profile", default="", help="per-op breakdown for this model (one of --models)")
+    parser.add_argument("--profile", default="", help="per-op and per-layer breakdown for this model (one of --models)")
     parser.add_argument("--json", default="", help="also write raw timings and numbers to this file")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    """Prepare, time and tabulate every model's variants, one model at a time (memory stays bounded)."""
     torch.set_num_threads(args.threads)
     if args.malloc == "keep" and not keep_freed_memory():
         print("WARNING: could not set glibc malloc options; timing with the defaults", file=sys.stderr)

@@ -22,28 +22,32 @@ separate BN, `torch.std`, `.contiguous()` permutes and a loop over MCA's three g
 (outputs compared), at the yolo11n neck shapes C=64@80x80, 128@40x40, 256@20x20, batch 1 and 4: forward (eval,
 inference mode) and forward+backward (train mode), interleaved, median time per call; plus the bytes saved for
 backward. Where ours is >10% slower than the textbook module, both are profiled (torch.profiler, self CPU time by op)
-at the worst shape, so the op responsible is named. Module timings run with glibc told to keep freed
-memory (mallopt: no trimming, no mmap below 32 MB): with its defaults the page faults of re-grown heap pages depend on
-allocation history and made the first shape timed up to 10x slower for both implementations. Every sample is also timed in thread CPU time
+at the worst shape, so the op responsible is named (`--profile all`: every module, at the shape where ours
+compares worst). Module timings run with glibc told to keep freed memory (mallopt: no trimming, no mmap below
+32 MB): with its defaults the page faults of re-grown heap pages depend on allocation history and made the first
+shape timed up to 10x slower for both implementations. Every sample is also timed in thread CPU time
 (`time.thread_time`; with one torch thread all work runs on the calling thread), which leaves out the time spent
 waiting for a core while other processes run: the noise-resistant cross-check shown in parentheses.
 
 Usage:
   python benchmarks/modules.py                                 # both parts, defaults below
-  python benchmarks/modules.py --parts modules --module-runs 20  # only the module comparison
+  python benchmarks/modules.py --parts modules --profile all     # only the module comparison, with op profiles
   options: --family yolo11 --scale n --imgsz 640 --runs 30 --warmup 5 --threads 1 --mem-batch 4 --mem-imgsz 320
-           --mem-repeats 3 --module-runs 30 --parts models modules --malloc default|keep --no-profile --json PATH
+           --mem-repeats 3 --module-runs 30 --parts models modules --malloc default|keep --profile auto|all|none
+           --json PATH
 1 torch thread and 1 ONNX Runtime intra-op thread by default (`--threads`): the dev machine has 2 cores shared with
 other work. Needs no weights or network (YOLO_OFFLINE=1).
 
-Duration on the 2-core AMD EPYC (AVX-512) dev machine, with another developer's test suite running: 6 min for the
-full default run (360 s measured: part 1 ~4 min, of which the 21 memory children ~2 min; part 2 ~2 min).
+Duration on the 2-core AMD EPYC (AVX-512) dev machine, another developer's test suite keeping ~1 core busy: about
+3.5 min for the full default run (209 s measured with `--profile all`, 180-195 s for earlier versions without the
+attention-layer breakdown); `--parts modules` alone ~20 s at `--module-runs 9`.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -140,7 +144,7 @@ class TextbookMCAGate(nn.Module):
 class TextbookMCA(nn.Module):
     """MCA in the authors' style: contiguous permuted copies, a loop over the H, W and C gates, the mean of three."""
 
-    PERMS = [(0, 2, 1, 3), (0, 3, 2, 1), (0, 1, 2, 3)]  # brings H, W, C to axis 1; each is its own inverse
+    PERMS = ((0, 2, 1, 3), (0, 3, 2, 1), (0, 1, 2, 3))  # brings H, W, C to axis 1; each is its own inverse
 
     def __init__(self, c1: int) -> None:
         super().__init__()
@@ -332,7 +336,7 @@ def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, An
         if how == "model.loss":
             try:
                 return model.loss(data)[0].sum()
-            except Exception:  # keep the memory number even if the loss API changes
+            except (AttributeError, KeyError, RuntimeError, TypeError):  # keep the number if the loss API changes
                 how = "sum of output means"
         out = model(data["img"])
         tensors = [t for t in (out.values() if isinstance(out, dict) else out) if isinstance(t, torch.Tensor)]
@@ -374,7 +378,7 @@ def run_memory_child(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
         sys.executable, os.path.abspath(__file__), "--child-mem", cfg, "--mem-batch", str(args.mem_batch),
         "--mem-imgsz", str(args.mem_imgsz), "--threads", str(args.threads),
     ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
         raise RuntimeError(f"memory child for {cfg} failed ({p.returncode}): {p.stderr[-800:]}")
@@ -443,6 +447,7 @@ def part_models(args: argparse.Namespace) -> dict[str, Any]:
             got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
             rows[label]["ort_max_diff"] = float(abs(got - ref.numpy()).max())
             runners[label] = (fused, sess)
+            rows[label]["onnx"] = str(onnx_path)
             print(f"[models] built and exported {label}", file=sys.stderr, flush=True)
 
         # Latency: every model in both backends per round, starting model rotating.
@@ -467,6 +472,9 @@ def part_models(args: argparse.Namespace) -> dict[str, Any]:
                         times[lab]["ort_cpu"].append(1000 * (c2 - c1))
         lat_load = other_load(snap, cpu_snapshot())
         print(f"[models] latency rounds done (other processes busy {lat_load:.2f} cores)", file=sys.stderr, flush=True)
+        for label, (fused, _) in runners.items():
+            if label != configs[0][0]:
+                rows[label]["attention"] = attention_breakdown(fused, Path(rows[label]["onnx"]), x, args, Path(d))
         runners.clear()
 
     # Training memory: fresh child per (model, repeat), models interleaved within each repeat.
@@ -478,18 +486,104 @@ def part_models(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[models] memory repeat {rep + 1}/{args.mem_repeats} done", file=sys.stderr, flush=True)
     mem_load = other_load(snap, cpu_snapshot())
 
-    for label in rows:
-        rows[label]["times_ms"] = times[label]
-        rows[label]["latency_ms"] = {b: statistics.median(v) for b, v in times[label].items()}
-        rows[label]["memory_runs"] = mem[label]
-        rows[label]["memory"] = {
+    for label, row in rows.items():
+        row["times_ms"] = times[label]
+        row["latency_ms"] = {b: statistics.median(v) for b, v in times[label].items()}
+        row["memory_runs"] = mem[label]
+        row["memory"] = {
             k: statistics.median(m[k] for m in mem[label])
             for k in ("growth_mb", "peak_mb", "rss_before_mb", "saved_mb", "step_s")
         }
-        rows[label]["loss"] = mem[label][0]["loss"]
+        row["loss"] = mem[label][0]["loss"]
     plain = configs[0][0]
     print_models(rows, plain, args)
+    print_attention(rows, plain)
     return {"rows": rows, "plain": plain, "latency_other_load": lat_load, "memory_other_load": mem_load}
+
+
+ATTENTION_TYPES = ("CoordAtt", "MCA", "ContextAggregation")
+
+
+def attention_breakdown(
+    model: nn.Module, onnx_path: Path, x: torch.Tensor, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    """Own time of the attention layers of a model: PyTorch thread CPU ms (hooks), ONNX Runtime kernel ms by op.
+
+    Says how much of a model's latency change the attention layers themselves explain, and which ONNX ops they
+    spend it in (node names carry the layer index as `/model.i/`).
+    """
+    import onnxruntime as ort
+
+    idx = [i for i, m in enumerate(model.model) if type(m).__name__ in ATTENTION_TYPES]
+    reps = max(5, min(15, args.runs))
+    times: dict[int, list[float]] = {i: [] for i in idx}
+    starts: dict[int, float] = {}
+    handles = []
+    for i in idx:
+        layer = model.model[i]
+        handles.append(layer.register_forward_pre_hook(lambda m, a, i=i: starts.__setitem__(i, time.thread_time())))
+        handles.append(
+            layer.register_forward_hook(lambda m, a, o, i=i: times[i].append(1000 * (time.thread_time() - starts[i])))
+        )
+    total = []
+    with torch.inference_mode():
+        for _ in range(2 + reps):
+            c0 = time.thread_time()
+            model(x)
+            total.append(1000 * (time.thread_time() - c0))
+    for h in handles:
+        h.remove()
+    torch_ms = sum(statistics.median(v[2:]) for v in times.values())
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp / f"attprof-{onnx_path.stem}")
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x.numpy()}
+    for _ in range(2 + reps):
+        sess.run(None, feed)
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    t_cut = runs[2]["ts"] if len(runs) > 2 else 0
+    prefixes = tuple(f"/model.{i}/" for i in idx)
+    by_op: dict[str, float] = {}
+    ort_total = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t_cut:
+            continue
+        ms = e["dur"] / 1000 / reps
+        ort_total += ms
+        if e["name"].startswith(prefixes):
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + ms
+    return {
+        "layers": idx,
+        "torch_ms": torch_ms,
+        "torch_total_ms": statistics.median(total[2:]),
+        "ort_ms": sum(by_op.values()),
+        "ort_total_ms": ort_total,
+        "ort_ops_ms": by_op,
+    }
+
+
+def print_attention(rows: dict[str, dict[str, Any]], plain: str) -> None:
+    """How much time the attention layers themselves take, and in which ONNX ops."""
+    print("\n### Own time of the attention layers (thread CPU ms per image; share of the whole model)\n")
+    print("| model | layers | PyTorch ms | share | ORT ms | share | top ONNX Runtime ops in them (ms) |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for label, r in rows.items():
+        a = r.get("attention")
+        if label == plain or not a or not a["layers"]:
+            continue
+        top = sorted(a["ort_ops_ms"].items(), key=lambda kv: -kv[1])[:4]
+        print(
+            f"| {label} | {', '.join(map(str, a['layers']))} | {a['torch_ms']:.2f} | "
+            f"{100 * a['torch_ms'] / a['torch_total_ms']:.1f}% | {a['ort_ms']:.2f} | "
+            f"{100 * a['ort_ms'] / a['ort_total_ms']:.1f}% | " + ", ".join(f"{k} {v:.2f}" for k, v in top) + " |"
+        )
 
 
 def _pct(v: float, base: float) -> float:
@@ -505,8 +599,8 @@ def print_models(rows: dict[str, dict[str, Any]], plain: str, args: argparse.Nam
         f"imgsz {args.mem_imgsz} (median of {args.mem_repeats} fresh processes)\n"
     )
     print(
-        "| model | params | GFLOPs | PyTorch ms | Δ (Δ CPU time) | ORT ms | Δ (Δ CPU time) | step peak RSS growth MB "
-        "| Δ | saved for backward MB | Δ |"
+        "| model | params | GFLOPs | PyTorch ms | Δ (Δ CPU time) | ORT ms | Δ (Δ CPU time) "
+        "| step peak RSS growth MB | Δ | saved for backward MB | Δ |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows.items():
@@ -580,7 +674,10 @@ def time_pair(ours: nn.Module, ref: nn.Module, x: torch.Tensor, train: bool, run
                 cpu[i].append(1000 * (c1 - c0) / k)
     med = statistics.median
     return {
-        "ours_ms": med(wall[0]), "textbook_ms": med(wall[1]), "ours_cpu_ms": med(cpu[0]), "textbook_cpu_ms": med(cpu[1]),
+        "ours_ms": med(wall[0]),
+        "textbook_ms": med(wall[1]),
+        "ours_cpu_ms": med(cpu[0]),
+        "textbook_cpu_ms": med(cpu[1]),
     }
 
 
@@ -617,7 +714,8 @@ def print_profile(name: str, shape: tuple[int, int, int, int], train: bool, prof
         a, b = ours.get(op, 0.0), ref.get(op, 0.0)
         if max(a, b) >= 0.005:
             print(f"| {op} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
-    print(f"| all ops | {sum(ours.values()):.3f} | {sum(ref.values()):.3f} | {sum(ours.values()) - sum(ref.values()):+.3f} |")
+    a, b = sum(ours.values()), sum(ref.values())
+    print(f"| all ops | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
 
 
 def part_modules(args: argparse.Namespace) -> dict[str, Any]:
@@ -643,7 +741,7 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
                     xi = x.clone().requires_grad_(True)
                     exclude = {p.untyped_storage().data_ptr() for p in m.parameters()}
                     exclude.add(xi.untyped_storage().data_ptr())  # the input is live anyway in a network
-                    out, nbytes = saved_bytes(lambda: m(xi), exclude)
+                    out, nbytes = saved_bytes(functools.partial(m, xi), exclude)
                     out.sum().backward()
                     rec[f"saved_mb_{key}"] = nbytes / 2**20
                 records.append(rec)
@@ -674,8 +772,8 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
         )
     print(
         f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept {load:.2f} cores "
-        f"busy on average. glibc kept freed memory: {kept}. Max abs diff: outputs of ours and the textbook module with the same weights (MCA's textbook "
-        "std is torch.std's unbiased one, ours the population std)."
+        f"busy on average. glibc kept freed memory: {kept}. Max abs diff: outputs of ours and the textbook module "
+        "with the same weights (MCA's textbook std is torch.std's unbiased one, ours the population std)."
     )
 
     def gmean(rs: list[dict[str, Any]], key: str, suffix: str) -> float:
@@ -689,12 +787,12 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
         print(f"| {name} | {cells[0]} | {cells[1]} |")
 
     profiles: list[dict[str, Any]] = []
-    if not args.no_profile:
+    if args.profile != "none":
         for name, make in pairs.items():
             for key, train in (("fwd", False), ("fwd_bwd", True)):
                 rs = [r for r in records if r["module"] == name]
                 worst = max(rs, key=lambda r: r[key]["ours_cpu_ms"] / r[key]["textbook_cpu_ms"])
-                if worst[key]["ours_cpu_ms"] / worst[key]["textbook_cpu_ms"] <= SLOWER:
+                if args.profile == "auto" and worst[key]["ours_cpu_ms"] / worst[key]["textbook_cpu_ms"] <= SLOWER:
                     continue
                 n, c, s, _ = worst["shape"]
                 torch.manual_seed(0)
@@ -710,6 +808,7 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options; the commands in RESULTS_latency_modules.md give the numbers there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["models", "modules"], choices=["models", "modules"])
     parser.add_argument("--family", default="yolo11", help="model family whose shipped YAMLs are compared")
@@ -727,13 +826,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="model latency with glibc's default malloc (what users get) or keeping freed memory (no page faults); "
         "module timings always keep it",
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip torch.profiler of modules where ours is slower")
+    parser.add_argument(
+        "--profile", default="auto", choices=["auto", "all", "none"],
+        help="torch.profiler ours vs textbook at each module's worst shape: where ours is >10%% slower (auto), "
+        "for every module (all), or never",
+    )
     parser.add_argument("--json", default="", help="also write all raw numbers to this file")
     parser.add_argument("--child-mem", default="", help=argparse.SUPPRESS)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    """Run the asked-for parts (or, in a memory child, one training step) and print Markdown tables."""
     if args.child_mem:
         print(json.dumps(child_memory(args.child_mem, args.mem_batch, args.mem_imgsz, args.threads)))
         return
