@@ -5,8 +5,8 @@ start and trained for the same total number of epochs. On BCCD (blood cells, 292
 
   (a) yolo11n (``yolo11n.yaml``, random init) trained ``--epochs`` E epochs                      -> checkpoint A
   (b) A pruned to remove each ``--targets`` fraction of the PARAMETERS with each ``--criteria`` criterion
-      (``PruneConfig(target_params=...)``), validated right after pruning, then fine-tuned F epochs (``--finetune-epochs``;
-      AdamW, lr0 ``--finetune-lr``, one warmup epoch, batch as in (a))
+      (``PruneConfig(target_params=...)``), validated right after pruning, then fine-tuned F epochs
+      (``--finetune-epochs``; AdamW, lr0 ``--finetune-lr``, one warmup epoch, batch as in (a))
   (c) per target, a yolo11 whose width multiple (in steps of 0.0025) makes its params closest to (b)'s (within a few %;
       the verdict line prints the difference), trained from scratch for E + F epochs: the same total epoch budget as (b)
 
@@ -14,7 +14,8 @@ Every number comes from Ultralytics' val on the val split (``metrics.box.map`` =
 the checkpoint a run selected (Ultralytics' ``best.pt``, chosen by val mAP50-95 during training: the same rule for every
 variant). Params are all parameters of the unfused network; GFLOPs are 2 x MACs counted by Torch-Pruning at
 ``--imgsz`` (eval mode, batch 1), as ``tools/prune.py`` reports them. Training uses Ultralytics' defaults apart from
-``imgsz``/``batch``/``device``/``plots`` (so ``nbs=64`` gradient accumulation, ``close_mosaic=10``, seed 0, deterministic).
+``imgsz``/``batch``/``device``/``plots`` (so ``nbs=64`` gradient accumulation, ``close_mosaic=10``, seed 0,
+deterministic).
 
 Everything is written under ``--out`` (default ``runs/accuracy``): the data YAML, the narrow model YAMLs, one folder per
 training run, the pruned checkpoints, one JSON per measured checkpoint in ``records/``, and finally ``accuracy.md`` and
@@ -24,10 +25,11 @@ training run, the pruned checkpoints, one JSON per measured checkpoint in ``reco
 Defaults: E=20, F=5, criteria l1 lamp taylor, targets 0.4 0.6, i.e. 20 yolo11n epochs, 6 fine-tunings of 5 epochs and
 2 narrow trainings of 25 epochs (100 epochs, 80 of them on networks with 40-60% fewer params). Measured on our 2-core
 dev machine while two other developers ran tests (load ~2): yolo11n ~43 s/epoch with mosaic and ~30 s in the last 10
-(``close_mosaic``), fine-tuning a -40% model ~26 s/epoch, the width-0.18 yolo11 ~22 s/epoch; the target-0.4 half took
-27 min and the whole default set about 45 min (an idle machine is faster). E=20 does NOT reach the plateau (yolo11n needs
-~40 epochs on BCCD for mAP50-95 ~0.50; at 20 it is ~0.35 and still rising): the defaults answer the question at a
-one-hour budget; for the plateau question run ``--epochs 40 --finetune-epochs 10`` (about 1.5 hours).
+(``close_mosaic``); fine-tuning ~26 s/epoch at -40% and ~19 s/epoch at -60%; the narrow models ~22 and ~20 s/epoch.
+The whole default set took 41 min (27 min for target 0.4, then 14 min more for 0.6); an idle machine is faster.
+E=20 does NOT reach the plateau (yolo11n needs ~40 epochs on BCCD for mAP50-95 ~0.50; at 20 it is ~0.35 and still
+rising): the defaults answer the question at a one-hour budget; for the plateau question run
+``--epochs 40 --finetune-epochs 10`` (about 1.5 hours).
 
 Usage:
   python benchmarks/accuracy.py                                                   # defaults, < 1 h
@@ -86,8 +88,8 @@ def write_data_yaml(data_dir: Path, out: Path) -> Path:
         if not (data_dir / "images" / split).is_dir() or not (data_dir / "labels" / split).is_dir():
             raise SystemExit(f"{data_dir} must hold images/{split} and labels/{split} (YOLO format).")
     path = out / "bccd.yaml"
-    text = yaml.safe_dump({"path": str(data_dir.resolve()), "train": "images/train", "val": "images/val", "names": NAMES},
-                          sort_keys=False)
+    cfg = {"path": str(data_dir.resolve()), "train": "images/train", "val": "images/val", "names": NAMES}
+    text = yaml.safe_dump(cfg, sort_keys=False)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -401,10 +403,9 @@ def verdicts(records: list[dict[str, Any]], a: dict[str, Any], args: argparse.Na
 def table(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
     """Markdown table of every variant plus the verdict lines; also returns the verdicts as data."""
     a = next(r for r in records if r.get("group") == "a")
-    lines = [
-        f"| variant | epochs | params | GFLOPs@{args.imgsz} | mAP50-95 | mAP50 | mAP50-95 vs (a) | train min (this step) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    columns = ["variant", "epochs", "params", f"GFLOPs@{args.imgsz}", "mAP50-95", "mAP50", "mAP50-95 vs (a)",
+               "train min (this step)"]
+    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
     for r in records:
         if "error" in r:
             name = f"(b) {r['criterion']} -{r['target']:.0%} params"
@@ -430,7 +431,8 @@ def table(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str,
             head += "incomplete (missing (b) or (c))"
         if "keep_goal" in v:
             met = "met" if v["keep_met"] else "MISSED"
-            head += f"; (b) keeps {100 * v['b_keep']:.1f}% of (a)'s mAP50-95 (goal >= {100 * v['keep_goal']:.0f}%: {met})"
+            head += (f"; (b) keeps {100 * v['b_keep']:.1f}% of (a)'s mAP50-95 "
+                     f"(goal >= {100 * v['keep_goal']:.0f}%: {met})")
         lines.append(head)
     return "\n".join(lines), vs
 
