@@ -188,8 +188,7 @@ def test_validator_names_an_inconsistent_layer():
 def test_taylor_uses_real_data(tiny_bccd):
     from yolo_ext.prune.gradients import loss_gradients
 
-    model = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
-    model.args = {}
+    model = DetectionModel("yolo11n.yaml", nc=3, verbose=False)  # no train args: the loss uses the defaults
     stats = copy.deepcopy([m.running_mean for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:5])
     calls = []
     grads = loss_gradients(tiny_bccd, IMGSZ, batches=1, batch_size=4)

@@ -82,7 +82,7 @@ def _full_precision_ema(path: Path, ema: torch.nn.Module) -> None:
 def check_finetune_inputs(model_path: str | Path, data: str | Path, require_pruned: bool = True) -> DetectionModel:
     """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes."""
     try:
-        ckpt, model = load_detection_checkpoint(model_path)
+        _, model = load_detection_checkpoint(model_path)
     except (CheckpointError, PruningError) as e:
         raise FinetuneError(str(e)) from e
     if require_pruned and not pruning_history(model):

@@ -45,7 +45,7 @@ def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
             f"{str(path)!r} is not an Ultralytics YOLO checkpoint (no 'model' or 'ema' network inside). "
             "Pass a .pt file written by Ultralytics training or YOLO.save()."
         )
-    if not isinstance(model, DetectionModel) or type(model).__name__ != "DetectionModel":
+    if type(model) is not DetectionModel:  # its subclasses are segmentation, pose, OBB models
         task = getattr(model, "task", None) or type(model).__name__
         raise PruningError(
             f"{str(path)!r} holds a {task} model ({type(model).__name__}); yolo_ext prunes detection models only. "

@@ -29,8 +29,8 @@ def loss_gradients(data: str | Path, imgsz: int, batches: int = 4, batch_size: i
     loader = build_dataloader(dataset, batch_size, workers=0, shuffle=False)
 
     def accumulate(model: DetectionModel) -> None:
-        hyp = model.args if hasattr(model.args, "box") else get_cfg({**DEFAULT_CFG_DICT, **(model.args or {})})
-        args, model.args = model.args, hyp
+        args = getattr(model, "args", None)  # a checkpoint's train args (dict), the trainer's namespace, or none
+        model.args = args if hasattr(args, "box") else get_cfg({**DEFAULT_CFG_DICT, **(args or {})})
         model.train()
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -43,7 +43,10 @@ def loss_gradients(data: str | Path, imgsz: int, batches: int = 4, batch_size: i
                 loss, _ = model.loss(batch)
                 loss.sum().backward()
         finally:
-            model.args = args
+            if args is None:
+                del model.args
+            else:
+                model.args = args
             model.__dict__.pop("criterion", None)  # the loss holds a reference to the model; never pickle it
             model.eval()
 
