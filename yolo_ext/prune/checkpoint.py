@@ -1,15 +1,17 @@
 """Prune an Ultralytics checkpoint file: load with clear errors, prune, validate, write a new file atomically, report.
 
-The input file is only read. The output is written to a temporary file beside it and renamed, so an interrupted run
-leaves either nothing or a complete checkpoint, and an existing file is never replaced unless asked.
+The input file is only read. Every output (checkpoint, report, plot) is written to a temporary file beside it and
+moved into place in one step (:mod:`yolo_ext.files`), so an interrupted run leaves either nothing or a complete file
+under each final name, and an existing file is never replaced unless asked. Everything that can be checked about the
+output (its name, folder, writability) is checked before any pruning work.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -19,14 +21,22 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.patches import torch_load
 
 import yolo_ext
-from yolo_ext.prune.engine import PruneConfig, PruneResult, prune_model
+from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
+from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
 
 
-def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
-    """Read an Ultralytics detection checkpoint (``ema`` preferred, as Ultralytics does) as an FP32 model."""
+def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
+    """Read an Ultralytics detection checkpoint (``ema`` preferred, as Ultralytics does) as an FP32 model.
+
+    ``purpose`` completes the refusal of other tasks: "<purpose> detection models only".
+    """
     path = Path(path)
+    if path.is_dir():
+        found = [*sorted(path.glob("*.pt")), *sorted(path.glob("weights/*.pt"))][:2]
+        hint = f", e.g. {' or '.join(repr(str(p)) for p in found)}" if found else ""
+        raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint. Pass the .pt file itself{hint}.")
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {str(path)!r} does not exist. Pass the .pt file training wrote, "
@@ -48,7 +58,7 @@ def load_detection_checkpoint(path: str | Path) -> tuple[dict, DetectionModel]:
     if type(model) is not DetectionModel:  # its subclasses are segmentation, pose, OBB models
         task = getattr(model, "task", None) or type(model).__name__
         raise PruningError(
-            f"{str(path)!r} holds a {task} model ({type(model).__name__}); yolo_ext prunes detection models only. "
+            f"{str(path)!r} holds a {task} model ({type(model).__name__}); {purpose} detection models only. "
             "Classification, segmentation, pose and OBB checkpoints are not supported yet."
         )
     return ckpt, model.float()
@@ -64,31 +74,82 @@ def written_files(output: Path) -> list[Path]:
     return [output, output.with_suffix(".txt"), output.with_suffix(".png")]
 
 
-def default_output(source: Path, config: PruneConfig) -> Path:
-    """``best.pt`` -> ``best-pruned40.pt`` (``-params50`` / ``-macs50`` for targets) beside it, numbered so that
-    no existing file is reused."""
+def output_candidates(source: Path, config: PruneConfig) -> Iterator[Path]:
+    """``best.pt`` -> ``best-pruned40.pt``, ``best-pruned40-2.pt``, ... (``-params50`` / ``-macs50`` for targets)."""
     if config.target_params is not None or config.target_macs is not None:
         metric, value = ("params", config.target_params) if config.target_params is not None else ("macs", config.target_macs)
         stem = f"{source.stem}-{metric}{round(100 * value)}"
     else:
         stem = f"{source.stem}-pruned{round(100 * config.ratio)}"
-    out, n = source.with_name(f"{stem}.pt"), 2
-    while any(p.exists() for p in written_files(out)):
-        out, n = source.with_name(f"{stem}-{n}.pt"), n + 1
-    return out
+    yield source.with_name(f"{stem}.pt")
+    n = 2
+    while True:
+        yield source.with_name(f"{stem}-{n}.pt")
+        n += 1
+
+
+def _free(output: Path) -> bool:
+    return not any(p.exists() or p.is_symlink() for p in written_files(output))
+
+
+def default_output(source: Path, config: PruneConfig) -> Path:
+    """The first of :func:`output_candidates` with none of its files (checkpoint, report, plot) existing."""
+    return next(out for out in output_candidates(source, config) if _free(out))
+
+
+def check_writable(folder: Path) -> None:
+    """``folder`` exists and takes new files, or can be created: checked with a probe that is removed at once."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is a file. Choose another --output.")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is not writable. "
+                                  "Choose another --output.")
+        return
+    probe = temp_path(folder / ".write-probe")
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as e:
+        raise CheckpointError(f"Cannot write to the folder {str(folder)!r} ({e.strerror or e}). Choose another --output.") from e
+    probe.unlink(missing_ok=True)
 
 
 def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
-    """The input is never written; existing outputs (checkpoint, report, plot) only with ``overwrite``."""
+    """Before any work: the input is never written, the checkpoint's name cannot be taken by its own report or plot,
+    the folder takes files, and existing outputs (checkpoint, report, plot) are replaced only with ``overwrite``."""
     if output.resolve() == source.resolve():
         raise CheckpointError(f"Refusing to overwrite the input checkpoint {str(source)!r}; choose another --output.")
+    if output.suffix.lower() in {".txt", ".png"}:
+        raise CheckpointError(
+            f"--output {str(output)!r} ends in {output.suffix}: the report ({output.with_suffix('.txt').name}) and plot "
+            f"({output.with_suffix('.png').name}) written beside the checkpoint would replace it. "
+            f"Name the checkpoint .pt, e.g. {str(output.with_suffix('.pt'))!r}."
+        )
+    folders = [str(p) for p in written_files(output) if p.is_dir()]
+    if folders:
+        raise CheckpointError(
+            f"--output {str(output)!r}: {', '.join(folders)} is a folder. Pass a file name, e.g. "
+            f"{str(output / 'pruned.pt') if output.is_dir() else str(output.with_name(output.stem + '-pruned.pt'))!r}."
+        )
     existing = [str(p) for p in written_files(output) if p.exists()]
     if existing and not overwrite:
         raise CheckpointError(f"{', '.join(existing)} already exist(s); choose another --output or pass --overwrite.")
+    check_writable(output.parent)
 
 
-def save_pruned(ckpt: dict, result: PruneResult, source: Path, output: Path, overwrite: bool = False) -> Path:
-    """Write a loadable Ultralytics checkpoint holding the pruned model (FP32) and the pruning record, atomically."""
+def save_pruned(
+    ckpt: dict, result: PruneResult, source: Path, output: Path, overwrite: bool = False,
+    candidates: Iterator[Path] | None = None,
+) -> Path:
+    """Write a loadable Ultralytics checkpoint holding the pruned model (FP32) and the pruning record, atomically.
+
+    Without ``overwrite`` an existing file is never replaced. If ``output`` appears meanwhile (a concurrent run with
+    the same default name), the next free name from ``candidates`` is taken; without candidates that is an error.
+    Returns the name written.
+    """
     check_output(source, output, overwrite)
     record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
@@ -105,10 +166,21 @@ def save_pruned(ckpt: dict, result: PruneResult, source: Path, output: Path, ove
         "yolo_ext_version": yolo_ext.__version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    remove_stale_temps(output.parent)
+    tmp = temp_path(output)
     try:
         torch.save(out, tmp)
-        os.replace(tmp, output)
+        while True:
+            try:
+                publish(tmp, output, overwrite)
+                break
+            except FileExistsError:
+                if candidates is None:
+                    raise CheckpointError(
+                        f"{str(output)!r} was created by another program while pruning; it was left as it is and "
+                        "nothing was written. Run again with another --output."
+                    ) from None
+                output = next(c for c in candidates if _free(c))  # another run took this default name first
     finally:
         tmp.unlink(missing_ok=True)
     return output
@@ -116,13 +188,49 @@ def save_pruned(ckpt: dict, result: PruneResult, source: Path, output: Path, ove
 
 @dataclass
 class PruneReport:
-    """What ``prune_checkpoint`` wrote and measured."""
+    """What ``prune_checkpoint`` wrote and measured; ``notes`` say where the result differs from the request."""
 
     output: Path
     text: Path
     plot: Path
     table: str
     result: PruneResult
+    notes: list[str] = field(default_factory=list)
+
+
+def prunable_channels(result: PruneResult) -> tuple[int, int]:
+    """Output channels (before, after) summed over the convs pruning may change (not Detect outputs, DFL, --protect)."""
+    fixed = {
+        id(m) for layer in protected_layers(result.model, result.config.protect) for m in layer.modules()
+    }
+    names = [n for n, m in result.model.named_modules() if isinstance(m, torch.nn.Conv2d) and id(m) not in fixed]
+    return sum(result.channels_before[n] for n in names), sum(result.channels_after[n] for n in names)
+
+
+def check_removed(requested: PruneConfig, result: PruneResult) -> list[str]:
+    """Refuse a request that removed nothing (a ratio of 0 excepted); return notes when the removal differs from
+    the request, so an odd option combination never passes silently."""
+    before, after = prunable_channels(result)
+    removed = 1 - after / max(before, 1)
+    params = 1 - result.params_after / result.params_before
+    summary = (f"removed {removed:.1%} of the prunable conv channels ({before:,} -> {after:,}), {params:.1%} of the "
+               f"params, {1 - result.macs_after / result.macs_before:.1%} of the MACs")
+    targeted = requested.target_params is not None or requested.target_macs is not None
+    if result.params_after >= result.params_before and (targeted or requested.ratio > 0):
+        asked = "the target" if targeted else f"ratio {requested.ratio:g}"
+        limits = [f"max_layer_ratio {requested.max_layer_ratio:g}"]
+        if requested.round_to:
+            limits.append(f"--round-to {requested.round_to} (wider than the layers it applies to)")
+        raise PruningError(
+            f"Nothing was pruned: {asked} {summary}, so nothing was written. Torch-Pruning skips every layer group "
+            f"it cannot prune as asked within {' and '.join(limits)}. Use a ratio such as 0.4"
+            + (" and a smaller --round-to such as 8." if requested.round_to else ".")
+        )
+    if targeted or requested.ratio == 0:
+        return []
+    if abs(removed - requested.ratio) > max(0.005, 0.1 * requested.ratio):
+        return [f"asked for ratio {requested.ratio:g} of the channels, {summary}."]
+    return []
 
 
 def prune_checkpoint(
@@ -133,17 +241,26 @@ def prune_checkpoint(
     latency_runs: int = 10,
     gradient_fn: Callable[[nn.Module], None] | None = None,
 ) -> PruneReport:
-    """Load ``source``, prune it with ``config``, write ``output`` plus ``<output>.txt`` report and ``<output>.png``."""
+    """Load ``source``, prune it with ``config``, write ``output`` plus ``<output>.txt`` report and ``<output>.png``.
+
+    With no ``output``, the first free ``<source>-pruned<ratio>.pt`` beside the input is used; a run that finds its
+    name taken at the end (a concurrent run) takes the next free one. Nothing is written when the request removes no
+    channel (unless the ratio is 0) or when any check fails.
+    """
     config.check()
     source = Path(source)
+    candidates = None if output else output_candidates(source, config)
     output = Path(output) if output else default_output(source, config)
     check_output(source, output, overwrite)  # before any work
     ckpt, model = load_detection_checkpoint(source)
     original = copy.deepcopy(model)
     result = prune_model(model, config, gradient_fn=gradient_fn)
-    save_pruned(ckpt, result, source, output, overwrite)
+    notes = check_removed(config, result)
+    output = save_pruned(ckpt, result, source, output, overwrite, candidates)
+    channels = prunable_channels(result)
     rows = [
         Row("params", result.params_before, result.params_after),
+        Row("conv channels", *channels),
         Row(f"GFLOPs@{config.size[0]}", 2 * result.macs_before / 1e9, 2 * result.macs_after / 1e9, "{:.2f}"),
     ]
     if latency_runs > 0:
@@ -154,8 +271,11 @@ def prune_checkpoint(
     title = f"{source.name} -> {output.name}: {done.criterion}, ratio {done.ratio:.3g}" + (
         ", global" if done.global_pruning else ""
     )
-    table = format_table(rows, title)
+    table = format_table(rows, title) + "".join(f"\nNote: {n}" for n in notes)
     text = output.with_suffix(".txt")
-    text.write_text(table + "\n")
-    plot = plot_channels(result.channels_before, result.channels_after, output.with_suffix(".png"), title)
-    return PruneReport(output, text, plot, table, result)
+    with writing(text, overwrite) as tmp:
+        tmp.write_text(table + "\n")
+    plot = output.with_suffix(".png")
+    with writing(plot, overwrite) as tmp:
+        plot_channels(result.channels_before, result.channels_after, tmp, title)
+    return PruneReport(output, text, plot, table, result, notes)

@@ -73,7 +73,8 @@ def format_table(rows: list[Row], title: str) -> str:
 
 
 def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, title: str) -> Path:
-    """Bar plot of output channels per conv layer, before and after (PNG, no font download: Agg + DejaVu)."""
+    """Bar plot of output channels per conv layer, before and after (PNG whatever ``path`` ends in; no font download:
+    Agg + DejaVu)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +90,6 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, tit
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # explicit: the path may be a temporary name
     plt.close(fig)
     return path

@@ -1,0 +1,111 @@
+"""Writing files so that nothing the user had is lost and nothing partial is left under a final name.
+
+Every file yolo_ext writes (pruned checkpoints, reports, plots, fine-tuning checkpoints) is first written to a hidden
+temporary file beside its final name, then moved into place in one step. The temporary name carries our marker and the
+writer's process id (``.best.pt.yolo_ext-1234.tmp``), so a later run can tell a temp file left by a killed process
+(its pid is gone) from one another run is still writing, and remove only the former.
+
+Publishing without ``overwrite`` uses a hard link, which the OS refuses atomically when the name exists: two runs that
+picked the same default name cannot replace each other's result; the second one learns it and takes the next name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["is_temp", "publish", "remove_stale_temps", "temp_path", "writing"]
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.yolo_ext-(?P<pid>\d+)\.tmp$")
+
+
+def temp_path(final: str | Path) -> Path:
+    """The hidden temporary name this process writes ``final`` under: ``.<name>.yolo_ext-<pid>.tmp`` beside it."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.yolo_ext-{os.getpid()}.tmp")
+
+
+def is_temp(path: str | Path) -> bool:
+    """Whether ``path`` is named like one of our temporary files."""
+    return _TEMP.match(Path(path).name) is not None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete our temporary files in ``folder`` whose writing process no longer runs; returns what was removed.
+
+    Only names of our own pattern are touched, and never one whose process is alive (a concurrent run's file).
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(".*.yolo_ext-*.tmp"):
+        m = _TEMP.match(path.name)
+        if m and not _alive(int(m["pid"])):
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:  # another run cleaned it first
+                pass
+    return removed
+
+
+def publish(tmp: Path, final: Path, overwrite: bool = False) -> None:
+    """Move the complete file ``tmp`` to ``final`` in one step.
+
+    Without ``overwrite`` an existing ``final`` is never replaced: FileExistsError is raised instead, atomically even
+    when another process creates ``final`` at the same moment (hard link where the file system supports it).
+    """
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise
+    except OSError as e:  # no hard links here (some network / FAT file systems): check, then rename
+        if e.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}:
+            raise
+        if final.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(final)) from e
+        os.replace(tmp, final)
+    else:
+        tmp.unlink()
+
+
+@contextmanager
+def writing(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write ``final``'s content to; on success it is published, on any failure removed.
+
+    Stale temporary files of killed runs in the same folder are removed first.
+
+    Examples:
+        >>> with writing(tmp_dir / "report.txt") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("params ...")
+    """
+    final = Path(final)
+    remove_stale_temps(final.parent)
+    tmp = temp_path(final)
+    try:
+        yield tmp
+        publish(tmp, final, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
