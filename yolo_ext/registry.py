@@ -11,6 +11,10 @@ and compile it against ``ultralytics.nn.tasks``' namespace:
 3. a branch before the final ``else`` gives channel-preserving attention ``args = [ch[f], *args]``.
 
 Every edit must apply exactly once, or registration fails loudly naming the Ultralytics line we support.
+
+Two YAML mistakes are reported before Ultralytics trips over them: a ``from`` index outside the layers built so far
+(Ultralytics raises a bare IndexError), and a YAML without an output head (Ultralytics guesses no task and says
+"'YOLO' model does not support '_new' mode for 'None' task"; its task guess is wrapped to say what is missing).
 """
 
 from __future__ import annotations
@@ -147,11 +151,24 @@ def _resolvable(name: str) -> bool:
     return name in tasks.__dict__
 
 
+def _check_from(i: int, name: object, f: object) -> None:
+    """Layer ``i`` may take -1 (the previous layer) or any earlier layer, by absolute (0..i-1) or relative index."""
+    for j in f if isinstance(f, (list, tuple)) else [f]:
+        ok = isinstance(j, int) and not isinstance(j, bool) and (j == -1 or (i > 0 and -i <= j < i))
+        if not ok:
+            earlier = f" or an earlier layer 0..{i - 1}" if i > 0 else " (the input image)"
+            raise ModelYAMLError(
+                f"Model YAML layer {i} ({name}): 'from' index {j!r} is out of range; layer {i} can take -1{earlier}. "
+                "Inserting or removing a layer shifts every later index: update the later 'from' entries too."
+            )
+
+
 def _check_names(d: dict) -> None:
     for i, layer in enumerate(d.get("backbone", []) + d.get("head", [])):
         if not isinstance(layer, (list, tuple)) or len(layer) != 4:
             raise ModelYAMLError(f"Model YAML layer {i} must be [from, repeats, module, args], got {layer!r}.")
         name = layer[2]
+        _check_from(i, name, layer[0])
         if not isinstance(name, str) or not _resolvable(name):
             import ultralytics.nn.modules as um
 
@@ -187,6 +204,25 @@ def _make_entry(patched: Callable[..., Any]) -> Callable[..., Any]:
     return parse_model
 
 
+def _make_task_guard(original: Callable[..., Any]) -> Callable[..., Any]:
+    def guess_model_task(model: Any) -> Any:
+        """Ultralytics' task guess; a model YAML it cannot place (no output head) is a clear ModelYAMLError."""
+        task = original(model)
+        if task is None and isinstance(model, dict):
+            layers = list(model.get("backbone") or []) + list(model.get("head") or [])
+            last = layers[-1][2] if layers and isinstance(layers[-1], (list, tuple)) and len(layers[-1]) == 4 else None
+            raise ModelYAMLError(
+                f"Model YAML has no output head: its last layer (layer {len(layers) - 1}) is {last!r}. End the head "
+                "with one, e.g. [[16, 19, 22], 1, Detect, [nc]] for detection (Segment, Pose, OBB or Classify for "
+                "other tasks)."
+            )
+        return task
+
+    guess_model_task.__wrapped__ = original  # type: ignore[attr-defined]
+    guess_model_task.yolo_ext = True  # type: ignore[attr-defined]
+    return guess_model_task
+
+
 def _parser_locals(tb, patched: Callable[..., Any]) -> dict | None:
     while tb is not None:
         if tb.tb_frame.f_code is patched.__code__:
@@ -202,6 +238,10 @@ def register() -> None:
             setattr(tasks, name, cls)
         if not getattr(tasks.parse_model, "yolo_ext", False):
             tasks.parse_model = _make_entry(_build_parser(tasks.parse_model))
+        from ultralytics.engine import model as engine_model  # Model._new guesses the task before parsing
+
+        if not getattr(engine_model.guess_model_task, "yolo_ext", False):
+            engine_model.guess_model_task = _make_task_guard(engine_model.guess_model_task)
         # Checkpoints pickle whole modules; ULTRALYTICS_SAFE_LOAD=1 unpickles only allow-listed classes.
         torch.serialization.add_safe_globals(_pickled_classes())
 

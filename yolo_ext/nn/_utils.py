@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["check_channels", "check_int", "make_divisible"]
+__all__ = ["check_bool", "check_channels", "check_int", "make_divisible"]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -55,6 +55,29 @@ def check_int(owner: str, arg: str, value: object, minimum: int = 1, hint: str =
         msg = f"{owner}: {arg} must be an integer >= {minimum}, got {value!r}"
         raise ValueError(f"{msg}; {hint}" if hint else msg)
     return int(value)
+
+
+def check_bool(owner: str, arg: str, value: object) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise a ``ValueError`` that says so.
+
+    A YAML flag is easy to get wrong (``[banana]``, ``"False"``, ``0.5``) and Python's truthiness would silently turn
+    any of them into ``True``.
+
+    Args:
+        owner (str): Class name to put in the message.
+        arg (str): Argument name to put in the message.
+        value (object): The value to check.
+
+    Returns:
+        (bool): ``value``.
+
+    Examples:
+        >>> check_bool("MCA", "no_spatial", False)
+        False
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {arg} must be True or False, got {value!r}; write true or false in the YAML")
+    return value
 
 
 def check_channels(name: str, c: object, minimum: int = 1, arg: str = "c1", hint: str = "") -> int:

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from ._utils import check_channels, check_int
+from ._utils import check_bool, check_channels, check_int
 
 __all__ = ["MCA", "MCAGate"]
 
@@ -127,6 +127,7 @@ class MCA(nn.Module):
         """Build the H, W and (unless ``no_spatial``) channel gates."""
         super().__init__()
         c1 = check_channels("MCA", c1)
+        no_spatial = check_bool("MCA", "no_spatial", no_spatial)
         k = mca_channel_kernel(c1) if kernel_size is None else _check_kernel("MCA", "kernel_size", kernel_size)
         self.h_cw = MCAGate(3)  # gate over H, statistics over C and W
         self.w_hc = MCAGate(3)  # gate over W, statistics over H and C

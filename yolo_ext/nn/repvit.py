@@ -17,7 +17,7 @@ from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.block import C2f, C3
 from ultralytics.nn.modules.block import RepVGGDW as _UltralyticsRepVGGDW
 
-from ._utils import check_channels, check_int, make_divisible
+from ._utils import check_bool, check_channels, check_int, make_divisible
 
 __all__ = ["C3k2_RVB", "C3k2_RVB_SE", "C3k_RVB", "RepVGGDW", "RepViTBlock", "SqueezeExcite"]
 
@@ -177,6 +177,7 @@ class RepViTBlock(nn.Module):
         """Build token mixer (RepVGGDW [+ SE]) and channel mixer (1x1 to 2*c1 with GELU, 1x1 back, BN zeroed)."""
         super().__init__()
         c1 = check_channels("RepViTBlock", c1)
+        use_se = check_bool("RepViTBlock", "use_se", use_se)
         self.token_mixer = nn.Sequential(RepVGGDW(c1), SqueezeExcite(c1) if use_se else nn.Identity())
         self.channel_mixer = nn.Sequential(Conv(c1, 2 * c1, 1, act=nn.GELU()), Conv(2 * c1, c1, 1, act=False))
         nn.init.zeros_(self.channel_mixer[1].bn.weight)
@@ -258,6 +259,7 @@ class C3k2_RVB(C2f):
         check_channels(name, c2, arg="c2", hint="use at least one output channel")
         check_int(name, "n", n, 1, "use at least one block")
         c_ = _check_expansion(name, c2, e)
+        c3k = check_bool(name, "c3k", c3k)
         if c3k and c_ < 2:  # C3k_RVB halves the width again
             raise ValueError(
                 f"{name}: c3k=True needs a hidden width int(c2 * e) >= 2, got int({c2} * {e}) = {c_}; "
