@@ -2,7 +2,8 @@
 
 Every file yolo_ext writes (pruned checkpoints, reports, plots, fine-tuning checkpoints) is first written to a hidden
 temporary file beside its final name, then moved into place in one step. The temporary name carries our marker and the
-writer's process id (``.best.pt.yolo_ext-1234.tmp``), so a later run can tell a temp file left by a killed process
+writer's process id and keeps the suffix (``.best.yolo_ext-1234.tmp.pt``: code that picks a format by suffix, as
+Ultralytics and matplotlib do, still works on it), so a later run can tell a temp file left by a killed process
 (its pid is gone) from one another run is still writing, and remove only the former.
 
 Publishing without ``overwrite`` uses a hard link, which the OS refuses atomically when the name exists: two runs that
@@ -20,13 +21,13 @@ from pathlib import Path
 
 __all__ = ["is_temp", "publish", "remove_stale_temps", "temp_path", "writing"]
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.yolo_ext-(?P<pid>\d+)\.tmp$")
+_TEMP = re.compile(r"^\.(?P<stem>.+)\.yolo_ext-(?P<pid>\d+)\.tmp(?P<suffix>\.[^.]*)?$")
 
 
 def temp_path(final: str | Path) -> Path:
-    """The hidden temporary name this process writes ``final`` under: ``.<name>.yolo_ext-<pid>.tmp`` beside it."""
+    """The hidden temporary name this process writes ``final`` under: ``.<stem>.yolo_ext-<pid>.tmp<suffix>`` beside it."""
     final = Path(final)
-    return final.with_name(f".{final.name}.yolo_ext-{os.getpid()}.tmp")
+    return final.with_name(f".{final.stem}.yolo_ext-{os.getpid()}.tmp{final.suffix}")
 
 
 def is_temp(path: str | Path) -> bool:
@@ -57,7 +58,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    for path in folder.glob(".*.yolo_ext-*.tmp"):
+    for path in folder.glob(".*.yolo_ext-*.tmp*"):
         m = _TEMP.match(path.name)
         if m and not _alive(int(m["pid"])):
             try:

@@ -4,11 +4,17 @@
 still match, which silently undoes a pruning. :class:`PrunedDetectionTrainer` is the extension point Ultralytics
 offers (``model.train(trainer=...)``): its ``get_model`` returns the network it is given. The same holds when
 resuming (the network comes from ``last.pt``) and in DDP workers (Ultralytics pickles ``trainer.model`` for them).
+
+Everything that can be checked before training (checkpoint, data, teacher, epochs, device, what ``--resume`` points
+at) is checked first, so a mistake costs no training and leaves no run folder. Checkpoints are written under
+temporary names and moved into place (:mod:`yolo_ext.files`), also for the final strip, which Ultralytics does in
+place; temporary files of killed runs are removed by the next run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
+from yolo_ext.files import remove_stale_temps, temp_path
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, pruning_history
 from yolo_ext.prune.errors import CheckpointError, PruningError
 
@@ -51,8 +58,9 @@ class PrunedDetectionTrainer(DetectionTrainer):
 
     def save_model(self) -> bool:
         """Ultralytics' checkpoint, written to a temporary file, given an FP32 EMA, then renamed into place."""
+        remove_stale_temps(self.wdir)  # left by a killed run in this folder (resume)
         final = {"last": self.last, "best": self.best}
-        tmp = {k: p.with_name(f".{p.name}.{os.getpid()}.tmp") for k, p in final.items()}
+        tmp = {k: temp_path(p) for k, p in final.items()}
         self.last, self.best = tmp["last"], tmp["best"]
         try:
             saved = super().save_model()
@@ -66,6 +74,25 @@ class PrunedDetectionTrainer(DetectionTrainer):
                 path.unlink(missing_ok=True)
         return saved
 
+    def final_eval(self) -> None:
+        """Ultralytics strips ``last.pt`` / ``best.pt`` in place; strip copies instead and move them into place, so
+        a kill during the final save leaves the complete (still resumable) training checkpoints."""
+        final = {"last": self.last, "best": self.best}
+        tmp = {k: temp_path(p) for k, p in final.items()}
+        for k, path in final.items():
+            if path.exists():
+                shutil.copyfile(path, tmp[k])
+        self.last, self.best = tmp["last"], tmp["best"]
+        try:
+            super().final_eval()
+            for k, path in tmp.items():
+                if path.exists():
+                    os.replace(path, final[k])
+        finally:
+            self.last, self.best = final["last"], final["best"]
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+
 
 @torch.no_grad()
 def _full_precision_ema(path: Path, ema: torch.nn.Module) -> None:
@@ -77,6 +104,61 @@ def _full_precision_ema(path: Path, ema: torch.nn.Module) -> None:
             v.copy_(live[k])
     ckpt["ema"] = saved
     torch.save(ckpt, path)
+
+
+def check_device(device: Any) -> None:
+    """A CUDA device index must exist on this machine (Ultralytics would fail with a traceback after setup)."""
+    if device is None:
+        return
+    text = str(device).strip().lower().replace("cuda:", "").replace(" ", "")
+    parts = text.split(",") if text else []
+    if not parts or not all(p.isdigit() for p in parts):
+        return  # cpu, mps, '' (auto), -1 (idle GPU), other back-ends: Ultralytics resolves them
+    n = torch.cuda.device_count()
+    if any(int(p) >= n for p in parts):
+        have = "no CUDA GPU" if n == 0 else f"{n} CUDA GPU(s), numbered 0..{n - 1}"
+        raise FinetuneError(f"--device {device}: this machine has {have}. Use --device cpu" + (" or 0." if n else "."))
+
+
+def check_train_args(train_args: dict[str, Any]) -> None:
+    """Ultralytics train arguments that would otherwise fail after setup (or train nothing): epochs, device."""
+    epochs = train_args.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise FinetuneError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+    check_device(train_args.get("device"))
+
+
+def check_teacher(teacher: str | Path) -> None:
+    """The distillation teacher must be a readable detection checkpoint (normally the unpruned one)."""
+    try:
+        load_detection_checkpoint(teacher, purpose="distillation uses")
+    except (CheckpointError, PruningError) as e:
+        raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
+
+
+def check_resume(last: str | Path, data: str | Path | None = None) -> None:
+    """``last`` must be the ``last.pt`` of an interrupted training, and its data usable (or ``data`` given)."""
+    try:
+        ckpt, model = load_detection_checkpoint(last, purpose="yolo_ext fine-tunes")
+    except (CheckpointError, PruningError) as e:
+        raise FinetuneError(f"Cannot resume: {e}") from e
+    if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
+        if "train_results" in ckpt:
+            epochs = (ckpt.get("train_args") or {}).get("epochs", "?")
+            raise FinetuneError(
+                f"{str(last)!r} is the end of a finished training ({epochs} epochs): there is nothing to resume. To "
+                f"train longer, fine-tune it again: tools/finetune.py --model_path {last} --data <data.yaml> --epochs N."
+            )
+        what = "a pruned checkpoint" if pruning_history(model) else "not a training checkpoint"
+        raise FinetuneError(
+            f"{str(last)!r} is {what}, not the last.pt of an interrupted fine-tuning (no epoch/optimizer state). "
+            f"Start a fine-tuning instead: tools/finetune.py --model_path {last} --data <data.yaml>."
+        )
+    data = data or (ckpt.get("train_args") or {}).get("data")
+    try:
+        check_det_dataset(str(data), autodownload=False)
+    except Exception as e:
+        raise FinetuneError(f"The data YAML of the run ({str(data)!r}) cannot be used: {e}") from e
 
 
 def check_finetune_inputs(model_path: str | Path, data: str | Path, require_pruned: bool = True) -> DetectionModel:
@@ -106,9 +188,17 @@ def finetune(model_path: str | Path, data: str | Path, require_pruned: bool = Tr
     """Fine-tune a pruned checkpoint; ``train_args`` are Ultralytics train arguments (epochs, imgsz, batch, ...).
 
     Pass ``distill_model="unpruned.pt"`` to distil from the unpruned network (Ultralytics' feature distillation).
+    A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
     Returns the YOLO object holding the fine-tuned network (its ``trainer.best`` is the checkpoint path).
     """
+    check_train_args(train_args)
     check_finetune_inputs(model_path, data, require_pruned)
+    if train_args.get("distill_model"):
+        check_teacher(train_args["distill_model"])
+    if train_args.get("project"):
+        train_args["project"] = str(Path(train_args["project"]).resolve())
+        for weights in Path(train_args["project"]).glob("*/weights"):
+            remove_stale_temps(weights)  # temporary checkpoints of earlier runs that were killed
     model = YOLO(str(model_path))
     model.train(trainer=PrunedDetectionTrainer, data=str(data), **train_args)
     return model
@@ -116,6 +206,9 @@ def finetune(model_path: str | Path, data: str | Path, require_pruned: bool = Tr
 
 def resume(last: str | Path, **train_args: Any) -> YOLO:
     """Continue an interrupted fine-tuning from its ``last.pt`` with the pruned architecture."""
+    check_train_args(train_args)
+    check_resume(last, train_args.get("data"))
+    remove_stale_temps(Path(last).parent)
     model = YOLO(str(last))
     model.train(trainer=PrunedDetectionTrainer, resume=True, **train_args)
     return model
