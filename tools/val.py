@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.evaluate import compare_checkpoints, format_comparison
+from yolo_ext.evaluate import check_comparison_inputs, compare_checkpoints, format_comparison
+from yolo_ext.prune import CheckpointError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,11 @@ def main(args: argparse.Namespace) -> int:
     missing = [c for c in args.checkpoints if not Path(c).is_file()]
     if missing:
         print(f"val: error: checkpoint(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        check_comparison_inputs(args.checkpoints, args.data)
+    except CheckpointError as e:
+        print(f"val: error: {e}", file=sys.stderr)
         return 2
     rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs, args.device)
     print(format_comparison(rows, args.imgsz))

@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 from ultralytics import YOLO
+from ultralytics.data.utils import check_det_dataset
 
+from yolo_ext.prune.checkpoint import load_detection_checkpoint
+from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.report import LATENCY_THREADS, fused_copy, interleaved_latency_ms
 
 
@@ -24,6 +27,23 @@ class Measurement:
     params: int
     gflops: float
     latency_ms: float
+
+
+def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
+    """Before any model is timed or validated: every path is a detection checkpoint and the data YAML is usable.
+
+    Raises:
+        CheckpointError: naming the first unusable checkpoint or the data YAML, and what to pass instead.
+    """
+    for path in paths:
+        try:
+            load_detection_checkpoint(path, purpose="tools/val.py (box mAP) compares")
+        except PruningError as e:  # another task's model: a checkpoint problem here, not a pruning one
+            raise CheckpointError(str(e)) from e
+    try:
+        check_det_dataset(str(data), autodownload=False)
+    except Exception as e:
+        raise CheckpointError(f"Data YAML {str(data)!r} cannot be used: {e}") from e
 
 
 def compare_checkpoints(

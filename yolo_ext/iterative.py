@@ -2,6 +2,9 @@
 
 Each step loads the network the trainer wrote (``best.pt``) and builds a new pruner on it: the trainer replaces the
 model object during training, and a pruner kept from before would hold, and prune, the stale one.
+
+Every input (checkpoint, data, training arguments, the output folder) is checked before the first step, so a mistake
+neither costs a pruning nor leaves a ``step1-pruned.pt`` behind.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from yolo_ext.finetune import finetune
+from yolo_ext.finetune import check_finetune_inputs, check_train_args, finetune
 from yolo_ext.prune import PruneConfig, PruningError
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
@@ -18,6 +21,17 @@ from yolo_ext.prune.checkpoint import prune_checkpoint
 def step_ratio(total: float, steps: int) -> float:
     """Per-step channel ratio so that ``steps`` prunings remove ``total`` of the channels: 1 - (1 - total)^(1/steps)."""
     return 1 - (1 - total) ** (1 / steps)
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` must be new or empty: earlier rounds' checkpoints and runs in it are never replaced."""
+    if out.exists() and not out.is_dir():
+        raise PruningError(f"--out {str(out)!r} is a file; pass a folder for the rounds' checkpoints.")
+    if out.is_dir() and any(out.iterdir()):
+        raise PruningError(
+            f"--out {str(out)!r} already holds files (an earlier run?); they are never replaced. "
+            "Choose another --out, or move that folder away."
+        )
 
 
 def iterative_prune(
@@ -29,7 +43,10 @@ def iterative_prune(
     if config.target_params is not None or config.target_macs is not None:
         raise PruningError("Iterative pruning takes a channel ratio (--prune_ratio), not a params/MACs target.")
     config.check()
+    check_train_args(train_args)
+    check_finetune_inputs(checkpoint, data, require_pruned=False)
     out = Path(out)
+    check_out_folder(out)
     current, results = Path(checkpoint), []
     for i in range(1, steps + 1):
         report = prune_checkpoint(current, replace(config, ratio=step_ratio(config.ratio, steps)),
