@@ -154,7 +154,14 @@ def check_resume(last: str | Path, data: str | Path | None = None) -> None:
             f"{str(last)!r} is {what}, not the last.pt of an interrupted fine-tuning (no epoch/optimizer state). "
             f"Start a fine-tuning instead: tools/finetune.py --model_path {last} --data <data.yaml>."
         )
-    data = data or (ckpt.get("train_args") or {}).get("data")
+    args = ckpt.get("train_args") or {}
+    if isinstance(args.get("epochs"), int) and ckpt["epoch"] + 1 >= args["epochs"]:
+        raise FinetuneError(
+            f"{str(last)!r} has trained all its {args['epochs']} epochs (the run stopped in its final save): there is "
+            f"nothing to resume. Use it as it is, or fine-tune it again: tools/finetune.py --model_path {last} "
+            "--data <data.yaml> --epochs N."
+        )
+    data = data or args.get("data")
     try:
         check_det_dataset(str(data), autodownload=False)
     except Exception as e:
@@ -206,9 +213,9 @@ def finetune(model_path: str | Path, data: str | Path, require_pruned: bool = Tr
 
 def resume(last: str | Path, **train_args: Any) -> YOLO:
     """Continue an interrupted fine-tuning from its ``last.pt`` with the pruned architecture."""
+    remove_stale_temps(Path(last).parent)  # left by the run that was killed
     check_train_args(train_args)
     check_resume(last, train_args.get("data"))
-    remove_stale_temps(Path(last).parent)
     model = YOLO(str(last))
     model.train(trainer=PrunedDetectionTrainer, resume=True, **train_args)
     return model
