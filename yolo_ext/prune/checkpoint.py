@@ -150,6 +150,8 @@ def save_pruned(
     the same default name), the next free name from ``candidates`` is taken; without candidates that is an error.
     Returns the name written.
     """
+    if candidates is not None and not _free(output):
+        output = next(c for c in candidates if _free(c))  # another run took this default name while we pruned
     check_output(source, output, overwrite)
     record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
