@@ -347,6 +347,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"accuracy: error: data YAML {args.data} not found; pass --data", file=sys.stderr)
         return 2
+    args.out = args.out.resolve()  # Ultralytics would put a relative project under runs/detect/
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = plan(args)
     drive(jobs, args)
