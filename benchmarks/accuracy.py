@@ -265,8 +265,12 @@ def drive(jobs: list[dict[str, Any]], args: argparse.Namespace) -> None:
             elif len(running) < args.jobs and all(a in done for a in job["after"]):
                 todo.remove(job)
                 log_file = (args.out / "logs" / f"{job['key']}.log").open("w")
+                # each run gets its share of the cores: torch's default (all cores per process) oversubscribes them
+                # so badly with ten runs side by side that CPU work such as pruning stalls for minutes
+                threads = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(jobs))))
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
                 proc = subprocess.Popen([sys.executable, __file__, "--run-job", json.dumps(job)],
-                                        stdout=log_file, stderr=subprocess.STDOUT)
+                                        stdout=log_file, stderr=subprocess.STDOUT, env=env)
                 running[job["key"]] = (proc, job)
                 log(f"start {job['key']}")
         if args.deadline and time.time() - start > args.deadline:
@@ -334,6 +338,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if args.run_job:
         job = json.loads(args.run_job)
+        if "OMP_NUM_THREADS" in os.environ:  # Ultralytics resets it on import; keep the share the driver gave
+            import torch
+
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         record = run_job(job)
         if job.get("copy_to"):
             import shutil
