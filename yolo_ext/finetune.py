@@ -22,12 +22,26 @@ import torch
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel
+from ultralytics.cfg import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
+from yolo_ext.distill import DistillError, DistillWeights, PrunedDistillationModel, kept_channels
 from yolo_ext.files import remove_stale_temps, temp_path
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, pruning_history
 from yolo_ext.prune.errors import CheckpointError, PruningError
+
+#: Training hyperparameters a fine-tuning inherits from the run that trained the base network (its checkpoint's
+#: ``train_args``): the same optimizer, learning-rate schedule, loss gains and augmentation, over fewer epochs.
+RECIPE_KEYS = (
+    "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
+    "cos_lr", "close_mosaic", "nbs", "box", "cls", "dfl", "imgsz", "batch",
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr",
+    "mosaic", "mixup", "cutmix", "copy_paste",
+)
+#: Fine-tuning epochs as a fraction of the base network's training epochs.
+EPOCHS_FRACTION = 0.3
 
 
 class FinetuneError(ValueError):
@@ -39,7 +53,27 @@ class PrunedDetectionTrainer(DetectionTrainer):
 
     Training checkpoints (``last.pt``, ``best.pt`` before the final strip) keep the EMA in FP32, so a resumed run
     continues from exactly the weights it stopped at; the final stripped checkpoints are FP16 as in Ultralytics.
+
+    With ``distill_model=<teacher.pt>`` the student learns from the network it was pruned from through
+    :class:`yolo_ext.distill.PrunedDistillationModel` (kept-channel features, class scores, DFL boxes), with
+    :attr:`distill_weights`; ``distill_method = "ultralytics"`` uses Ultralytics' projector distillation instead.
     """
+
+    distill_weights: DistillWeights = DistillWeights()
+    distill_method: str = "pruned"
+
+    def setup_model(self):
+        """As Ultralytics, but a resumed distillation run gets our wrapper back (built in set_model_attributes)."""
+        ckpt = super().setup_model()
+        if self.distill_method == "pruned" and isinstance(self.model, DistillationModel):
+            self.model = self.model.student_model
+        return ckpt
+
+    def set_model_attributes(self) -> None:
+        """Give the student its classes and args, then wrap it with its teacher (before EMA, DDP and the AMP check)."""
+        super().set_model_attributes()
+        if self.args.distill_model and self.distill_method == "pruned" and not isinstance(self.model, DistillationModel):
+            self.model = PrunedDistillationModel(self.args.distill_model, self.model, self.distill_weights)
 
     def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True) -> DetectionModel:
         """Return ``weights`` itself (the pruned network), after checking it predicts the data's classes."""
@@ -128,14 +162,6 @@ def check_train_args(train_args: dict[str, Any]) -> None:
     check_device(train_args.get("device"))
 
 
-def check_teacher(teacher: str | Path) -> None:
-    """The distillation teacher must be a readable detection checkpoint (normally the unpruned one)."""
-    try:
-        load_detection_checkpoint(teacher, purpose="distillation uses")
-    except (CheckpointError, PruningError) as e:
-        raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
-
-
 def check_resume(last: str | Path, data: str | Path | None = None) -> None:
     """``last`` must be the ``last.pt`` of an interrupted training, and its data usable (or ``data`` given)."""
     try:
@@ -168,10 +194,28 @@ def check_resume(last: str | Path, data: str | Path | None = None) -> None:
         raise FinetuneError(f"The data YAML of the run ({str(data)!r}) cannot be used: {e}") from e
 
 
-def check_finetune_inputs(model_path: str | Path, data: str | Path, require_pruned: bool = True) -> DetectionModel:
-    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes."""
+def finetune_recipe(ckpt: dict, model: DetectionModel, fraction: float = EPOCHS_FRACTION) -> dict[str, Any]:
+    """Default train args for fine-tuning ``model``: the base network's own optimizer, schedule and augmentation
+    (learning-rate rewinding, Renda et al., ICLR 2020) for ``fraction`` of its epochs.
+
+    The base's args come from the pruning record (``base_train_args``), else from the checkpoint's ``train_args``;
+    a checkpoint without either gets Ultralytics' defaults (100 epochs -> 30).
+    """
+    from yolo_ext.prune.checkpoint import base_train_args
+
+    base = base_train_args(ckpt, model)
+    args = {k: base[k] for k in RECIPE_KEYS if k in base}
+    args["epochs"] = max(1, round(fraction * int(base.get("epochs") or DEFAULT_CFG.epochs)))
+    return args
+
+
+def check_finetune_inputs(
+    model_path: str | Path, data: str | Path, require_pruned: bool = True, teacher: str | Path | None = None
+) -> tuple[dict, DetectionModel]:
+    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes,
+    and that the teacher (if any) is the network the model was pruned from."""
     try:
-        _, model = load_detection_checkpoint(model_path)
+        ckpt, model = load_detection_checkpoint(model_path)
     except (CheckpointError, PruningError) as e:
         raise FinetuneError(str(e)) from e
     if require_pruned and not pruning_history(model):
@@ -188,27 +232,38 @@ def check_finetune_inputs(model_path: str | Path, data: str | Path, require_prun
             f"{str(model_path)!r} predicts {model.model[-1].nc} classes but {str(data)!r} has {info['nc']}: "
             "fine-tune on the data the model was trained on."
         )
-    return model
+    if teacher is not None:
+        try:
+            kept_channels(model, load_detection_checkpoint(teacher, purpose="distillation uses")[1])
+        except (CheckpointError, PruningError, DistillError) as e:
+            raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
+    return ckpt, model
 
 
-def finetune(model_path: str | Path, data: str | Path, require_pruned: bool = True, **train_args: Any) -> YOLO:
+def finetune(
+    model_path: str | Path,
+    data: str | Path,
+    require_pruned: bool = True,
+    trainer: type[PrunedDetectionTrainer] | None = None,
+    **train_args: Any,
+) -> YOLO:
     """Fine-tune a pruned checkpoint; ``train_args`` are Ultralytics train arguments (epochs, imgsz, batch, ...).
 
-    Pass ``distill_model="unpruned.pt"`` to distil from the unpruned network (Ultralytics' feature distillation).
+    Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs). Pass
+    ``distill_model="unpruned.pt"`` to distil from the network it was pruned from (:mod:`yolo_ext.distill`).
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
     Returns the YOLO object holding the fine-tuned network (its ``trainer.best`` is the checkpoint path).
     """
     check_train_args(train_args)
-    check_finetune_inputs(model_path, data, require_pruned)
-    if train_args.get("distill_model"):
-        check_teacher(train_args["distill_model"])
-    if train_args.get("project"):
-        train_args["project"] = str(Path(train_args["project"]).resolve())
-        for weights in Path(train_args["project"]).glob("*/weights"):
+    ckpt, model = check_finetune_inputs(model_path, data, require_pruned, train_args.get("distill_model"))
+    args = {**finetune_recipe(ckpt, model), **train_args}
+    if args.get("project"):
+        args["project"] = str(Path(args["project"]).resolve())
+        for weights in Path(args["project"]).glob("*/weights"):
             remove_stale_temps(weights)  # temporary checkpoints of earlier runs that were killed
-    model = YOLO(str(model_path))
-    model.train(trainer=PrunedDetectionTrainer, data=str(data), **train_args)
-    return model
+    yolo = YOLO(str(model_path))
+    yolo.train(trainer=trainer or PrunedDetectionTrainer, data=str(data), **args)
+    return yolo
 
 
 def resume(last: str | Path, **train_args: Any) -> YOLO:

@@ -1,4 +1,4 @@
-"""Iterative pruning: prune a step, fine-tune briefly, repeat until the target ratio, in one call.
+"""Iterative (gradual) pruning: prune a step, fine-tune briefly, repeat until the target, in one call.
 
 Each step loads the network the trainer wrote (``best.pt``) and builds a new pruner on it: the trainer replaces the
 model object during training, and a pruner kept from before would hold, and prune, the stale one.
@@ -19,7 +19,11 @@ from yolo_ext.prune.checkpoint import prune_checkpoint
 
 
 def step_ratio(total: float, steps: int) -> float:
-    """Per-step channel ratio so that ``steps`` prunings remove ``total`` of the channels: 1 - (1 - total)^(1/steps)."""
+    """Per-step fraction so that ``steps`` prunings remove ``total``: 1 - (1 - total)^(1/steps).
+
+    It applies to a channel ratio and, since each step's params/MACs target is relative to the network it prunes,
+    to those targets as well.
+    """
     return 1 - (1 - total) ** (1 / steps)
 
 
@@ -34,14 +38,22 @@ def check_out_folder(out: Path) -> None:
         )
 
 
+def step_config(config: PruneConfig, steps: int) -> PruneConfig:
+    """The config of one of ``steps`` equal steps that together do what ``config`` asks."""
+    if config.target_params is not None:
+        return replace(config, target_params=step_ratio(config.target_params, steps))
+    if config.target_macs is not None:
+        return replace(config, target_macs=step_ratio(config.target_macs, steps))
+    return replace(config, ratio=step_ratio(config.ratio, steps))
+
+
 def iterative_prune(
     checkpoint: str | Path, data: str | Path, config: PruneConfig, steps: int, out: str | Path, **train_args: Any
 ) -> list[Path]:
-    """Reach ``config.ratio`` in ``steps`` prune + fine-tune rounds; returns each round's fine-tuned checkpoint."""
+    """Reach ``config``'s ratio or params/MACs target in ``steps`` prune + fine-tune rounds (gradual pruning);
+    returns each round's fine-tuned checkpoint. ``train_args`` go to every round's :func:`finetune`."""
     if steps < 1:
         raise PruningError(f"steps must be >= 1, got {steps}.")
-    if config.target_params is not None or config.target_macs is not None:
-        raise PruningError("Iterative pruning takes a channel ratio (--prune_ratio), not a params/MACs target.")
     config.check()
     check_train_args(train_args)
     check_finetune_inputs(checkpoint, data, require_pruned=False)
@@ -49,8 +61,7 @@ def iterative_prune(
     check_out_folder(out)
     current, results = Path(checkpoint), []
     for i in range(1, steps + 1):
-        report = prune_checkpoint(current, replace(config, ratio=step_ratio(config.ratio, steps)),
-                                  out / f"step{i}-pruned.pt", latency_runs=0)
+        report = prune_checkpoint(current, step_config(config, steps), out / f"step{i}-pruned.pt", latency_runs=0)
         tuned = finetune(report.output, data, project=str(out), name=f"step{i}", **train_args)
         current = Path(tuned.trainer.best)
         results.append(current)

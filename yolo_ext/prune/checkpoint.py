@@ -69,6 +69,15 @@ def pruning_history(model: nn.Module) -> list[dict]:
     return list(getattr(model, "yolo_ext_pruning", []))
 
 
+def base_train_args(ckpt: dict, model: nn.Module) -> dict:
+    """Train args of the network before its first pruning (a fine-tuned checkpoint's own args describe the
+    fine-tuning, not the base training)."""
+    for record in pruning_history(model):
+        if record.get("base_train_args"):
+            return dict(record["base_train_args"])
+    return dict(ckpt.get("train_args") or {})
+
+
 def written_files(output: Path) -> list[Path]:
     """The checkpoint and the report and plot written beside it."""
     return [output, output.with_suffix(".txt"), output.with_suffix(".png")]
@@ -154,6 +163,8 @@ def save_pruned(
         output = next(c for c in candidates if _free(c))  # another run took this default name while we pruned
     check_output(source, output, overwrite)
     record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
+    # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned since
+    record["base_train_args"] = base_train_args(ckpt, result.model)
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
     result.model.yolo_ext_pruning = [*pruning_history(result.model), record]
     model = copy.deepcopy(result.model).float()

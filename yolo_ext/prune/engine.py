@@ -23,6 +23,7 @@ from yolo_ext.prune.errors import PruningError
 from yolo_ext.prune.importance import NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
+from yolo_ext.prune.tracking import FeatureTaps, LayerCap, check_layer_cap
 from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, output_shapes
 
 
@@ -94,6 +95,7 @@ class PruneResult:
     channels_before: dict[str, int]
     channels_after: dict[str, int]
     seconds: float
+    feature_channels: dict = field(default_factory=dict)
 
     def record(self) -> dict:
         """Plain-data summary: method, ratio, per-layer output channels before/after, params and MACs."""
@@ -103,6 +105,9 @@ class PruneResult:
             "macs": [self.macs_before, self.macs_after],
             "channels": {k: [v, self.channels_after.get(k, 0)] for k, v in self.channels_before.items()},
             "seconds": round(self.seconds, 3),
+            # which input channels of each Detect level survived (indices into the network before this pruning):
+            # what distillation needs to compare the student's features with the teacher's kept channels
+            "feature_channels": self.feature_channels,
         }
 
 
@@ -195,18 +200,26 @@ def prune_model(
                 ignored_layers=protected_layers(model, config.protect),
                 customized_pruners=pruners,
             )
+        taps = FeatureTaps(model)
+        cap = LayerCap(pruner, config.max_layer_ratio, config.round_to)
         for _ in range(config.iterative_steps):
             if gradient_fn is not None:
                 model.zero_grad(set_to_none=True)
                 gradient_fn(model)
-            pruner.step()
+            for group in pruner.step(interactive=True):
+                group = cap.limit(group)
+                if group is not None:
+                    taps.record(group, pruner.DG)
+                    group.prune()
         model.zero_grad(set_to_none=True)
     model.eval()
     check_model(model, shapes)
+    channels_after = conv_channels(model)
+    check_layer_cap(channels_before, channels_after, config.max_layer_ratio)
     macs_after, params_after = count_after(model, example)
     return PruneResult(
         model, config, int(params_before), int(params_after), float(macs_before), float(macs_after),
-        channels_before, conv_channels(model), time.perf_counter() - start,
+        channels_before, channels_after, time.perf_counter() - start, taps.record_dict(),
     )
 
 
