@@ -129,14 +129,14 @@ def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
 
 
 def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
-    from ultralytics.nn.distill_model import DistillationModel
+    from yolo_ext.distill import PrunedDistillationModel
 
     seen = []
     model = YOLO(str(pruned))
     model.add_callback("on_train_start", lambda t: seen.append(type(unwrap_model(t.model))))
     model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name="kd",
                 distill_model=str(pruned.with_name("base.pt")), **TRAIN)
-    assert seen == [DistillationModel]
+    assert seen == [PrunedDistillationModel]  # kept-channel distillation, not Ultralytics' projector
     best = torch.load(model.trainer.best, weights_only=False)["model"]
     assert type(best) is DetectionModel  # the student alone is saved
     assert channels(best) == channels(torch.load(pruned, weights_only=False)["model"])
