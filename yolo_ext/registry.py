@@ -6,11 +6,14 @@ default off ``m is C3k2``. Nothing outside the function can extend those, and co
 whatever later 8.4 releases add. So we take the installed parser's own source, apply three small, verified AST edits
 and compile it against ``ultralytics.nn.tasks``' namespace:
 
-1. ``C3k2``-like modules are added to ``base_modules`` and ``repeat_modules``;
-2. ``m is C3k2`` becomes ``m in {C3k2, <ours>}``, so our blocks get the same head and ``c3k`` default as C3k2;
-3. a branch before the final ``else`` gives channel-preserving attention ``args = [ch[f], *args]``.
+1. ``base_modules`` and ``repeat_modules`` also hold the ``"c3k2"``-kind modules;
+2. ``m is C3k2`` also holds for them, so they get the same head and ``c3k`` default as C3k2;
+3. a branch before the final ``else`` gives ``"attention"``-kind modules ``args = [ch[f], *args]``.
 
-Every edit must apply exactly once, or registration fails loudly naming the Ultralytics line we support.
+The edits name one frozenset per parse kind (``_yolo_ext_<kind>`` in ``ultralytics.nn.tasks``), read when the parser
+runs and rebuilt from the spec table (:mod:`yolo_ext.spec`) whenever a module is registered, so a module registered
+after import needs no second edit. Every edit must apply exactly once, or registration fails loudly naming the
+Ultralytics line we support.
 
 Two YAML mistakes are reported before Ultralytics trips over them: a ``from`` index outside the layers built so far
 (Ultralytics raises a bare IndexError), and a YAML without an output head (Ultralytics guesses no task and says
@@ -23,6 +26,7 @@ import ast
 import inspect
 import textwrap
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,21 +35,18 @@ import ultralytics
 from ultralytics.nn import tasks
 from ultralytics.nn.modules import Conv
 
-from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt
+import yolo_ext.module_specs  # noqa: F401  (fills the spec table with the shipped modules)
+from yolo_ext import spec as spec_table
+from yolo_ext.spec import PARSE_KINDS, ModuleSpec, SpecError
 
 SUPPORTED_ULTRALYTICS = ">=8.4,<8.5"
 
-# How the parser must treat each module, by YAML name. "c3k2" = channels/repeats exactly as Ultralytics' C3k2;
-# "attention" = channel preserving: c1 comes from the layer it follows, YAML args are hyper-parameters only.
-MODULES: dict[str, tuple[type[torch.nn.Module], str]] = {
-    "C3k2_RVB": (C3k2_RVB, "c3k2"),
-    "C3k2_RVB_SE": (C3k2_RVB_SE, "c3k2"),
-    "CoordAtt": (CoordAtt, "attention"),
-    "MCA": (MCA, "attention"),
-    "ContextAggregation": (ContextAggregation, "attention"),
-}
+_LOCK = threading.RLock()
 
-_LOCK = threading.Lock()
+
+def _kind_set(kind: str) -> str:
+    """Name, in ``ultralytics.nn.tasks``, of the frozenset of modules of one parse kind that the edited parser reads."""
+    return f"_yolo_ext_{kind}"
 
 
 class RegistrationError(RuntimeError):
@@ -56,13 +57,13 @@ class ModelYAMLError(ValueError):
     """A model YAML names an unknown module or gives a layer arguments it cannot be built with."""
 
 
+def _yaml_specs() -> list[ModuleSpec]:
+    return [spec for spec in spec_table.specs() if spec.parse is not None]
+
+
 def registered_modules() -> list[str]:
-    """Names of the modules yolo_ext adds to Ultralytics YAMLs."""
-    return sorted(MODULES)
-
-
-def _names(kind: str) -> list[str]:
-    return [name for name, (_, k) in MODULES.items() if k == kind]
+    """Names of the modules yolo_ext adds to Ultralytics YAMLs (shipped and user-registered)."""
+    return sorted(spec.name for spec in _yaml_specs())
 
 
 def _fail(what: str) -> RegistrationError:
@@ -89,7 +90,7 @@ class _ParserEditor(ast.NodeTransformer):
             and node.value.args
             and isinstance(node.value.args[0], ast.Set)
         ):
-            node.value.args[0].elts.extend(ast.Name(id=n, ctx=ast.Load()) for n in _names("c3k2"))
+            node.value.args[0].elts.append(ast.Starred(value=ast.Name(id=_kind_set("c3k2"), ctx=ast.Load()), ctx=ast.Load()))
             self.sets_extended.add(target.id)
         return self.generic_visit(node)
 
@@ -103,8 +104,7 @@ class _ParserEditor(ast.NodeTransformer):
             and node.comparators[0].id == "C3k2"
         ):
             self.c3k2_tests += 1
-            members = ", ".join(["C3k2", *_names("c3k2")])
-            return ast.parse(f"m in {{{members}}}", mode="eval").body
+            return ast.parse(f"(m is C3k2 or m in {_kind_set('c3k2')})", mode="eval").body
         return self.generic_visit(node)
 
     def visit_If(self, node: ast.If) -> ast.AST:
@@ -114,8 +114,7 @@ class _ParserEditor(ast.NodeTransformer):
         last = node
         while len(last.orelse) == 1 and isinstance(last.orelse[0], ast.If):
             last = last.orelse[0]
-        members = ", ".join(_names("attention"))
-        branch = ast.parse(f"if m in {{{members}}}:\n    c2 = ch[f]\n    args = [c2, *args]\n").body[0]
+        branch = ast.parse(f"if m in {_kind_set('attention')}:\n    c2 = ch[f]\n    args = [c2, *args]\n").body[0]
         branch.orelse = last.orelse
         last.orelse = [branch]
         self.branch_added += 1
@@ -231,34 +230,133 @@ def _parser_locals(tb, patched: Callable[..., Any]) -> dict | None:
     return None
 
 
+def _sync() -> None:
+    """Make ``ultralytics.nn.tasks`` match the spec table: YAML names resolve to the classes, kind sets are current."""
+    for spec in _yaml_specs():
+        setattr(tasks, spec.name, spec.cls)
+    for kind in PARSE_KINDS:
+        setattr(tasks, _kind_set(kind), frozenset(spec.cls for spec in _yaml_specs() if spec.parse == kind))
+    # Checkpoints pickle whole modules; ULTRALYTICS_SAFE_LOAD=1 unpickles only allow-listed classes.
+    torch.serialization.add_safe_globals(_pickled_classes())
+
+
 def register() -> None:
     """Register yolo_ext modules with Ultralytics; idempotent, raises RegistrationError on an unsupported version."""
     with _LOCK:
-        for name, (cls, _) in MODULES.items():
-            setattr(tasks, name, cls)
+        _sync()
         if not getattr(tasks.parse_model, "yolo_ext", False):
             tasks.parse_model = _make_entry(_build_parser(tasks.parse_model))
         from ultralytics.engine import model as engine_model  # Model._new guesses the task before parsing
 
         if not getattr(engine_model.guess_model_task, "yolo_ext", False):
             engine_model.guess_model_task = _make_task_guard(engine_model.guess_model_task)
-        # Checkpoints pickle whole modules; ULTRALYTICS_SAFE_LOAD=1 unpickles only allow-listed classes.
-        torch.serialization.add_safe_globals(_pickled_classes())
+
+
+def register_module(
+    cls: type[torch.nn.Module],
+    *,
+    name: str | None = None,
+    parse: str = "attention",
+    prune: str | type | Callable | None = None,
+    check: Callable[[torch.nn.Module], str | None] | None = None,
+    groups: Callable[[torch.nn.Module], int] | None = None,
+) -> type[torch.nn.Module]:
+    """Make your own module usable in model YAMLs, pruning, the validator, checkpoints and export.
+
+    The simplest form registers a channel-preserving module whose constructor takes its input channels first (the
+    YAML args follow); pruning traces through it, so its inner convs follow the channels it is given. Returns
+    ``cls``, so it also works as a class decorator (``@functools.partial(register_module, parse="c3k2")``).
+
+    Call it in the file that defines the class: loading a checkpoint imports that file (pickle stores the import
+    path), so the module is registered wherever the checkpoint is loaded.
+
+    Args:
+        cls: the ``nn.Module`` class; defined in an importable module, not in ``__main__``, or checkpoints holding it
+            will not load elsewhere.
+        name: the name YAMLs use; defaults to ``cls.__name__``.
+        parse: ``"attention"`` (``cls(c1, *args)``, channel preserving) or ``"c3k2"`` (``cls(c1, c2, n, *args)`` with
+            C3k2's width scaling, repeats, ``c3k`` for m/l/x and head); see :data:`yolo_ext.spec.PARSE_KINDS`.
+        prune: ``None`` to trace through the module (or inherit a registered base class's rule, e.g. C2f's split);
+            a repair function ``fn(layer, idxs)`` to prune it as one channel-preserving leaf: Torch-Pruning removes
+            channels ``idxs`` at its input and output and the function removes them from its weights; or a
+            :class:`yolo_ext.prune.leaves.LeafPruner` subclass.
+        check: ``fn(layer) -> str | None`` run by the validator after every pruning: what is inconsistent, or None.
+        groups: for a leaf, ``fn(layer) -> int`` equal channel groups that must lose the same positions.
+
+    Returns:
+        ``cls``.
+
+    Raises:
+        yolo_ext.spec.SpecError: the class or its YAML name is registered already, the name is an Ultralytics
+            module's, or an argument cannot work; the message says what to change.
+
+    Examples:
+        >>> class Gate(torch.nn.Module):
+        ...     def __init__(self, c1, r=4):
+        ...         super().__init__()
+        ...         self.fc = torch.nn.Sequential(torch.nn.Conv2d(c1, c1 // r, 1), torch.nn.ReLU(), torch.nn.Conv2d(c1 // r, c1, 1))
+        ...     def forward(self, x):
+        ...         return x * self.fc(x.mean((2, 3), keepdim=True)).sigmoid()
+        >>> register_module(Gate) is Gate
+        True
+        >>> unregister_module(Gate)
+    """
+    spec = ModuleSpec(cls, parse=parse, prune=prune, check=check, groups=groups, name=name or "")
+    with _LOCK:
+        taken = tasks.__dict__.get(spec.name)
+        if taken is not None and not any(other.cls is taken for other in _yaml_specs()):
+            raise SpecError(
+                f"The YAML name {spec.name!r} is already Ultralytics' {getattr(taken, '__module__', 'ultralytics')}."
+                f"{spec.name}; register {cls.__qualname__} under another name (name='My{spec.name}')."
+            )
+        if cls.__module__ == "__main__":
+            warnings.warn(
+                f"{cls.__qualname__} is defined in __main__: checkpoints that contain it will only load in this script. "
+                "Move the class (and its register_module call) into an importable module.",
+                stacklevel=2,
+            )
+        spec_table.add(spec)
+        register()
+    return cls
+
+
+def unregister_module(cls: type[torch.nn.Module]) -> None:
+    """Undo :func:`register_module` for ``cls`` (shipped modules cannot be removed)."""
+    import yolo_ext.module_specs as shipped
+
+    if any(spec.cls is cls for spec in shipped.SPECS):
+        raise SpecError(f"{cls.__qualname__} ships with yolo_ext and cannot be unregistered.")
+    with _LOCK:
+        spec = spec_table.remove(cls)
+        if spec.parse is not None and tasks.__dict__.get(spec.name) is cls:
+            delattr(tasks, spec.name)
+        _sync()
 
 
 def _pickled_classes() -> list[type]:
-    """Every nn.Module class defined in yolo_ext.nn, including inner blocks a checkpoint pickles."""
+    """Classes a checkpoint may pickle: every nn.Module class defined in yolo_ext.nn (inner blocks included) and,
+    for each registered module of the user's, the nn.Module classes defined beside it."""
     import sys
 
+    homes = {name for name in sys.modules if name.startswith("yolo_ext.nn")}
+    homes |= {spec.cls.__module__ for spec in _yaml_specs() if spec.cls.__module__ != "__main__"}
     return [
         obj
-        for name, mod in list(sys.modules.items())
-        if name.startswith("yolo_ext.nn")
+        for name in sorted(homes)
+        if (mod := sys.modules.get(name)) is not None
         for obj in vars(mod).values()
         if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == name
     ]
 
 
 def is_registered() -> bool:
-    """Whether Ultralytics' parser in this process knows the yolo_ext modules."""
-    return getattr(tasks.parse_model, "yolo_ext", False) and all(getattr(tasks, n, None) is c for n, (c, _) in MODULES.items())
+    """Whether Ultralytics' parser in this process knows every registered module."""
+    specs = _yaml_specs()
+    return (
+        getattr(tasks.parse_model, "yolo_ext", False)
+        and all(getattr(tasks, spec.name, None) is spec.cls for spec in specs)
+        and all(
+            getattr(tasks, _kind_set(kind), None) == frozenset(s.cls for s in specs if s.parse == kind)
+            for kind in PARSE_KINDS
+        )
+    )

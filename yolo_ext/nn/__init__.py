@@ -4,6 +4,7 @@ from .context_aggregation import ContextAggregation
 from .coordatt import CoordAtt
 from .mca import MCA, MCAGate
 from .repvit import C3k2_RVB, C3k2_RVB_SE, C3k_RVB, RepVGGDW, RepViTBlock, SqueezeExcite
+from .simam import SimAM
 
 __all__ = [
     "C3k2_RVB",
@@ -15,5 +16,6 @@ __all__ = [
     "MCAGate",
     "RepVGGDW",
     "RepViTBlock",
+    "SimAM",
     "SqueezeExcite",
 ]

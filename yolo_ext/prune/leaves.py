@@ -12,7 +12,7 @@ one-to-one head that the stock forward detaches, with no box decoding.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +22,7 @@ from ultralytics.nn.modules import Conv, Detect
 from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
+from yolo_ext.spec import specs
 
 
 def _keep(n: int, idxs: Sequence[int]) -> list[int]:
@@ -61,20 +62,38 @@ def _scaled(inner: int, old: int, new: int, floor: int = 1) -> int:
 
 
 class LeafPruner(tp.pruner.BasePruningFunc):
-    """A channel-preserving layer: pruning its output channels prunes the same input channels (one function)."""
+    """A channel-preserving layer: pruning its output channels prunes the same input channels (one function).
+
+    Subclasses implement :meth:`prune` (remove channels from every weight that sees them) and may read
+    :meth:`channels` from the weights; by default the width is counted from the input the layer sees while the
+    graph is traced, and follows the removals, which works for layers without per-channel weights too.
+    """
 
     TARGET_MODULES = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._channels: dict[int, int] = {}
+
+    def track(self, layer: nn.Module, channels: int) -> None:
+        """Record the width the layer receives (called while the graph is traced)."""
+        self._channels[id(layer)] = channels
+
     def channels(self, layer: nn.Module) -> int:
-        """Input (= output) channels, read from the weights."""
-        raise NotImplementedError
+        """Input (= output) channels: as counted while tracing, minus what was removed since."""
+        if id(layer) not in self._channels:
+            raise RuntimeError(f"{type(layer).__name__} was not seen while the graph was traced; cannot count its channels.")
+        return self._channels[id(layer)]
 
     def prune(self, layer: nn.Module, idxs: Sequence[int]) -> None:
         """Remove channels ``idxs`` from every weight that sees them."""
         raise NotImplementedError
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        self.prune(layer, sorted(set(idxs)))
+        idxs = sorted(set(idxs))
+        self.prune(layer, idxs)
+        if id(layer) in self._channels:
+            self._channels[id(layer)] -= len(idxs)
         return layer
 
     prune_in_channels = prune_out_channels  # one function: Torch-Pruning couples input and output channels
@@ -83,6 +102,27 @@ class LeafPruner(tp.pruner.BasePruningFunc):
         return self.channels(layer)
 
     get_in_channels = get_out_channels
+
+
+class RepairLeaf(LeafPruner):
+    """A leaf rule given as a function: ``repair(layer, idxs)`` removes channels ``idxs`` from the layer's weights.
+
+    What :func:`yolo_ext.register_module` builds from ``prune=<function>``. ``groups(layer)`` (optional) is the number
+    of equal channel groups that must lose the same positions: channel ``i`` is position ``i % (C // groups)`` of
+    group ``i // (C // groups)``, and Torch-Pruning removes a position from every group at once.
+    """
+
+    def __init__(self, repair: Callable[[nn.Module, list[int]], None], groups: Callable[[nn.Module], int] | None = None):
+        super().__init__()
+        self.repair, self.groups = repair, groups
+
+    def prune(self, layer: nn.Module, idxs: Sequence[int]) -> None:
+        self.repair(layer, list(idxs))
+
+    def get_out_channel_groups(self, layer: nn.Module) -> int:
+        return 1 if self.groups is None else int(self.groups(layer))
+
+    get_in_channel_groups = get_out_channel_groups
 
 
 class CoordAttPruner(LeafPruner):
@@ -106,21 +146,11 @@ class CoordAttPruner(LeafPruner):
 
 
 class MCAPruner(LeafPruner):
-    """MCA has no per-channel weights: its 1-D kernels slide over the axes and keep their trained size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._channels: dict[int, int] = {}
-
-    def channels(self, layer: MCA) -> int:
-        return self._channels[id(layer)]
-
-    def track(self, layer: MCA, channels: int) -> None:
-        """MCA's width is only in the tensors it sees, so the pruner counts it."""
-        self._channels[id(layer)] = channels
+    """MCA has no per-channel weights: its 1-D kernels slide over the axes and keep their trained size. Its width is
+    only in the tensors it sees, which the base class counts."""
 
     def prune(self, layer: MCA, idxs: Sequence[int]) -> None:
-        self._channels[id(layer)] -= len(idxs)
+        pass
 
 
 class ContextAggregationPruner(LeafPruner):
@@ -184,15 +214,9 @@ class AreaAttentionPruner(LeafPruner):
         _prune_conv_out(layer.proj, idxs)
 
 
-def leaf_pruners() -> dict[type[nn.Module], LeafPruner]:
-    """A fresh pruner per layer type (Torch-Pruning matches the exact class; MCAPruner holds per-run state)."""
-    return {
-        CoordAtt: CoordAttPruner(),
-        MCA: MCAPruner(),
-        ContextAggregation: ContextAggregationPruner(),
-        Attention: AttentionPruner(),
-        AAttn: AreaAttentionPruner(),
-    }
+def leaf_pruners() -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
+    """A fresh pruner per leaf class of the spec table (Torch-Pruning matches the exact class; pruners count widths)."""
+    return {spec.cls: spec.make_pruner() for spec in specs() if spec.leaf}
 
 
 def _identity_to_graph(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +239,7 @@ def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]
     for m in model.modules():
         pruner = pruners.get(type(m))
         if pruner is not None:
-            if isinstance(pruner, MCAPruner):
+            if isinstance(pruner, LeafPruner):
                 hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
             m.forward = types.MethodType(_identity_to_graph, m)
             patched.append(m)

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import C2PSA, C2f, Conv
 
+from yolo_ext.spec import prune_kind
+
 
 class SplitConv(nn.Module):
     """``cv1`` as two convs, ``a`` (first half: skips the inner blocks) and ``b`` (second half: feeds them)."""
@@ -70,11 +72,14 @@ def split_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.cv2(torch.cat(y, 1))
 
 
+# The forwards split_forward reproduces; a block that overrides them is traced instead.
+_SPLIT_FORWARDS = (C2f.forward, C2PSA.forward)
+
+
 def is_split_block(module: nn.Module) -> bool:
-    """C2f and its subclasses whose forward is C2f's (C3k2, C3k2_RVB*), and C2PSA."""
-    if isinstance(module, C2PSA):
-        return type(module).forward is C2PSA.forward
-    return isinstance(module, C2f) and type(module).forward is C2f.forward
+    """Whether the spec table says ``module``'s class splits (C2f, C2PSA and their registered subclasses such as
+    C3k2 and C3k2_RVB*) and it still runs the stock forward that :func:`split_forward` reproduces."""
+    return prune_kind(type(module)) == "split" and type(module).forward in _SPLIT_FORWARDS
 
 
 @contextmanager

@@ -5,8 +5,6 @@ A model that passes can be saved, reloaded, fused and exported; one that does no
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -15,9 +13,11 @@ from ultralytics.nn.modules.block import Attention
 
 from yolo_ext.nn import ContextAggregation
 from yolo_ext.prune.errors import PrunedModelError
+from yolo_ext.spec import checks_for
 
 
-def _conv(m: nn.Conv2d) -> str | None:
+def check_conv(m: nn.Conv2d) -> str | None:
+    """Stored channel counts and groups agree with the weight and bias."""
     o, i_g = m.weight.shape[:2]
     if (m.out_channels, m.in_channels) != (o, i_g * m.groups) or m.in_channels % m.groups or m.out_channels % m.groups:
         return f"out/in/groups {m.out_channels}/{m.in_channels}/{m.groups} vs weight {tuple(m.weight.shape)}"
@@ -26,17 +26,20 @@ def _conv(m: nn.Conv2d) -> str | None:
     return None
 
 
-def _bn(m: nn.BatchNorm2d) -> str | None:
+def check_bn(m: nn.BatchNorm2d) -> str | None:
+    """num_features agrees with every per-channel tensor."""
     sizes = {m.num_features, m.weight.numel(), m.bias.numel(), m.running_mean.numel(), m.running_var.numel()}
     return None if len(sizes) == 1 else f"num_features {m.num_features} vs parameter sizes {sorted(sizes)}"
 
 
-def _split_block(m: C2f | C2PSA) -> str | None:
+def check_split_block(m: C2f | C2PSA) -> str | None:
+    """``self.c`` is half of cv1's output: export's ``forward_split`` splits by it."""
     out = m.cv1.conv.out_channels
     return None if out == 2 * m.c else f"cv1 has {out} output channels but self.c = {m.c} (forward_split needs 2c)"
 
 
-def _attention(m: Attention) -> str | None:
+def check_attention(m: Attention) -> str | None:
+    """Heads x head_dim match the projection, and qkv holds queries, keys and values for every head."""
     nh, hd, kd = m.num_heads, m.head_dim, m.key_dim
     qkv, dim = m.qkv.conv.out_channels, m.proj.conv.in_channels
     if nh * hd != dim or qkv != nh * (2 * kd + hd) or m.pe.conv.out_channels != dim:
@@ -44,19 +47,10 @@ def _attention(m: Attention) -> str | None:
     return None
 
 
-def _context(m: ContextAggregation) -> str | None:
+def check_context_aggregation(m: ContextAggregation) -> str | None:
+    """Gate and key convs keep their single output channel."""
     gates = (m.a.out_channels, m.k.out_channels)
     return None if gates == (1, 1) else f"gate/key convs must keep one output channel, have {gates}"
-
-
-CHECKS: dict[type[nn.Module], Callable[[nn.Module], str | None]] = {
-    nn.Conv2d: _conv,
-    nn.BatchNorm2d: _bn,
-    C2f: _split_block,
-    C2PSA: _split_block,
-    Attention: _attention,
-    ContextAggregation: _context,
-}
 
 
 def _tensors(out: object) -> list[torch.Tensor]:
@@ -90,8 +84,8 @@ def output_shapes(model: nn.Module) -> dict[tuple[int, int], list[tuple[int, ...
 def check_model(model: nn.Module, expected: dict[tuple[int, int], list[tuple[int, ...]]]) -> None:
     """Raise :class:`PrunedModelError` naming the first inconsistent layer or output."""
     for name, m in model.named_modules():
-        for cls, check in CHECKS.items():
-            if isinstance(m, cls) and (problem := check(m)):
+        for check in checks_for(type(m)):  # the spec table's checks for the class and its bases
+            if problem := check(m):
                 raise PrunedModelError(f"Pruned layer {name} ({type(m).__name__}) is inconsistent: {problem}.")
     model.eval()
     for size, shapes in expected.items():

@@ -1,0 +1,39 @@
+"""Every module yolo_ext knows, one :class:`~yolo_ext.spec.ModuleSpec` line each: parse, prune and check rules.
+
+To add a module: write its family file in ``yolo_ext/nn/`` and add one line here. The parser, the pruner, the
+validator, the package exports and the tests over all modules pick it up (see :mod:`yolo_ext.spec`). A user's own
+module takes the same path through :func:`yolo_ext.register_module`.
+
+The Ultralytics and torch lines (``parse=None``) are classes Ultralytics' parser already builds; they are listed for
+how they prune and what the validator checks.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from ultralytics.nn.modules import C2PSA, C2f
+from ultralytics.nn.modules.block import AAttn, Attention
+
+from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, SimAM
+from yolo_ext.prune import leaves, validate
+from yolo_ext.spec import ModuleSpec, add
+
+SPECS: tuple[ModuleSpec, ...] = (
+    # yolo_ext modules, named in model YAMLs
+    ModuleSpec(C3k2_RVB, parse="c3k2", prune="split"),
+    ModuleSpec(C3k2_RVB_SE, parse="c3k2", prune="split"),
+    ModuleSpec(CoordAtt, prune=leaves.CoordAttPruner),
+    ModuleSpec(MCA, prune=leaves.MCAPruner),
+    ModuleSpec(ContextAggregation, prune=leaves.ContextAggregationPruner, check=validate.check_context_aggregation),
+    ModuleSpec(SimAM, prune="trace"),
+    # Ultralytics and torch classes the parser already knows
+    ModuleSpec(C2f, parse=None, prune="split", check=validate.check_split_block),
+    ModuleSpec(C2PSA, parse=None, prune="split", check=validate.check_split_block),
+    ModuleSpec(Attention, parse=None, prune=leaves.AttentionPruner, check=validate.check_attention),
+    ModuleSpec(AAttn, parse=None, prune=leaves.AreaAttentionPruner),
+    ModuleSpec(nn.Conv2d, parse=None, check=validate.check_conv),
+    ModuleSpec(nn.BatchNorm2d, parse=None, check=validate.check_bn),
+)
+
+for _spec in SPECS:
+    add(_spec)
