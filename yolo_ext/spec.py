@@ -145,9 +145,9 @@ def _check_constructor(cls: type, parse: str) -> None:
     if len(positional) < len(need):
         call = f"{cls.__name__}({', '.join(need)}, *yaml_args)"
         raise SpecError(
-            f"{cls.__name__} cannot be a {parse!r} module: the model parser builds it as {call}, but its constructor "
-            f"takes {len(positional)} positional argument(s). Give __init__ {', '.join(need)} first (they may go "
-            "unused)."
+            f"{cls.__name__} cannot be registered with parse={parse!r}: the model parser builds it as {call}, but its "
+            f"constructor takes {len(positional)} positional argument(s). Give __init__ {', '.join(need)} first (they "
+            "may go unused)."
         )
 
 
