@@ -1,12 +1,14 @@
-"""How attention layers prune: each is a channel-preserving leaf whose reshapes the dependency graph never sees.
+"""How channel-preserving leaves prune: each is one node whose inside the dependency graph never sees.
 
-Torch-Pruning traces through a module even when it is ignored, and loses itself in attention reshapes (C2PSA hangs,
-CoordAtt's spatial concat and MCA's permutes are mis-mapped as channel ops). So while the graph is built, every layer
-registered here runs a stand-in forward that is an identity to the graph (:func:`trace_stand_ins`), and a
-:class:`LeafPruner` prunes the real layer: its input and output channels are the same indices; inner widths
-(CoordAtt's squeeze, ContextAggregation's value width) shrink in proportion, dropping their weakest channels; what
-the trained weights need stays (single-channel gate/key, MCA's 1-D kernels, attention key_dim and scale). Detect gets a stand-in too: all branches, including YOLO26's
-one-to-one head that the stock forward detaches, with no box decoding.
+Torch-Pruning traces through a module even when it is ignored, and loses itself in attention reshapes (C2PSA hangs;
+CoordAtt's concat of the H and W descriptors along a spatial axis, and MCA's channel gate, which reshapes the channel
+axis into the width of a 1-D conv, would be read as channel operations). So while the graph is built, every class
+whose spec (:mod:`yolo_ext.module_specs`) has a leaf rule runs a stand-in forward that is an identity to the graph
+(:func:`trace_stand_ins`), and a :class:`LeafPruner` prunes the real layer: its input and output channels are the
+same indices; inner widths (CoordAtt's squeeze, ContextAggregation's value width) shrink in proportion, dropping their
+weakest channels; what the trained weights need stays (single-channel gate/key, MCA's 1-D kernels, attention key_dim
+and scale). Detect gets a stand-in too: all branches, including YOLO26's one-to-one head that the stock forward
+detaches, with no box decoding.
 """
 
 from __future__ import annotations

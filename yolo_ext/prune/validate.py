@@ -1,6 +1,8 @@
 """The check run after every pruning: stored attributes agree with weights, forward works at two sizes, finite outputs.
 
-A model that passes can be saved, reloaded, fused and exported; one that does not is never written to disk.
+Per-layer checks come from the spec table (:mod:`yolo_ext.module_specs`); the forward runs in eval mode at
+:data:`CHECK_SIZES` and must give the output shapes recorded before pruning. It does not fuse, save or export the model
+(the tests do that for every family); a model that fails is never written to disk.
 """
 
 from __future__ import annotations
