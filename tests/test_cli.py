@@ -47,8 +47,11 @@ from yolo_ext import CoordAtt
 model = YOLO({str(trained / "weights" / "best.pt")!r})
 assert sum(isinstance(m, CoordAtt) for m in model.model.modules()) == 3
 assert model.names == {{0: "RBC", 1: "WBC", 2: "Platelets"}}
-res = model.predict({str(image)!r}, imgsz=64, verbose=False)
-assert res[0].boxes is not None
+boxes = model.predict({str(image)!r}, imgsz=64, conf=0.0, max_det=5, verbose=False)[0].boxes
+assert boxes.data.ndim == 2 and boxes.data.shape[1] == 6 and 1 <= len(boxes) <= 5, boxes.data.shape  # conf 0: boxes
+assert ((0 <= boxes.cls) & (boxes.cls < 3)).all() and ((0 <= boxes.conf) & (boxes.conf <= 1)).all()
+h, w = boxes.orig_shape
+assert (boxes.xyxy >= 0).all() and (boxes.xyxy[:, [0, 2]] <= w).all() and (boxes.xyxy[:, [1, 3]] <= h).all()
 """
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]

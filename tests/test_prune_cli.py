@@ -115,7 +115,11 @@ model = YOLO({str(out)!r})
 assert model.model.yolo_ext_pruning and model.names[1] == "WBC"
 metrics = model.val(data={str(data)!r}, imgsz=64, batch=4, workers=0, device="cpu", plots=False, verbose=False)
 assert 0 <= metrics.box.map <= 1
-assert model.predict({str(image)!r}, imgsz=64, verbose=False)[0].boxes is not None
+boxes = model.predict({str(image)!r}, imgsz=64, conf=0.0, max_det=5, verbose=False)[0].boxes
+assert boxes.data.ndim == 2 and boxes.data.shape[1] == 6 and 1 <= len(boxes) <= 5, boxes.data.shape  # conf 0: boxes
+assert ((0 <= boxes.cls) & (boxes.cls < 3)).all() and ((0 <= boxes.conf) & (boxes.conf <= 1)).all()
+h, w = boxes.orig_shape
+assert (boxes.xyxy >= 0).all() and (boxes.xyxy[:, [0, 2]] <= w).all() and (boxes.xyxy[:, [1, 3]] <= h).all()
 onnx = model.export(format="onnx", imgsz=128, dynamic=True, simplify=False)
 x = torch.rand(1, 3, 128, 96)
 net = YOLO({str(out)!r}).model.float().eval()
