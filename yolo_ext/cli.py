@@ -31,15 +31,18 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv if argv is None else argv)
     # Ultralytics reads the argv it captured at import time; hand it ours instead of a space-joined debug string.
-    cfg.ARGV = [argv[0] if argv else "yolo-ext", *map(_resolve_model_arg, argv[1:])]
+    # Put back what was there afterwards: main() may be called in-process (tests, notebooks).
     from yolo_ext.finetune import FinetuneError
     from yolo_ext.prune.errors import CheckpointError, PruningError
 
+    previous, cfg.ARGV = cfg.ARGV, [argv[0] if argv else "yolo-ext", *map(_resolve_model_arg, argv[1:])]
     try:
         cfg.entrypoint()
     except (ModelYAMLError, FinetuneError, CheckpointError, PruningError) as e:
         print(f"yolo-ext: error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        cfg.ARGV = previous
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ detaches, with no box decoding.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -24,6 +23,7 @@ from ultralytics.nn.modules import Conv, Detect
 from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
+from yolo_ext.prune.patching import instance_forwards
 from yolo_ext.spec import specs
 
 
@@ -237,21 +237,18 @@ def _detect_all_branches(self: Detect, x: list[torch.Tensor]) -> list[torch.Tens
 @contextmanager
 def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]) -> Iterator[None]:
     """Give leaf layers and Detect their stand-in forwards while the dependency graph is traced."""
-    patched, hooks = [], []
+    stand_ins, hooks = [], []
     for m in model.modules():
         pruner = pruners.get(type(m))
         if pruner is not None:
             if isinstance(pruner, LeafPruner):
                 hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
-            m.forward = types.MethodType(_identity_to_graph, m)
-            patched.append(m)
+            stand_ins.append((m, _identity_to_graph))
         elif isinstance(m, Detect):
-            m.forward = types.MethodType(_detect_all_branches, m)
-            patched.append(m)
+            stand_ins.append((m, _detect_all_branches))
     try:
-        yield
+        with instance_forwards(stand_ins):
+            yield
     finally:
-        for m in patched:
-            del m.forward
         for h in hooks:
             h.remove()

@@ -75,13 +75,14 @@ def format_table(rows: list[Row], title: str) -> str:
 def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, title: str) -> Path:
     """Bar plot of output channels per conv layer, before and after (PNG whatever ``path`` ends in; no font download:
     Agg + DejaVu)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas: no pyplot, so the process's backend and figure registry stay as they were.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = list(before)
-    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.08), 4))
+    fig = Figure(figsize=(max(8, len(names) * 0.08), 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.bar(range(len(names)), [before[n] for n in names], color="#bbbbbb", label="before", width=1.0)
     ax.bar(range(len(names)), [after.get(n, 0) for n in names], color="#1f77b4", label="after", width=1.0)
     ax.set_xlabel("conv layer (model order)")
@@ -91,5 +92,4 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, tit
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")  # explicit: the path may be a temporary name
-    plt.close(fig)
     return path

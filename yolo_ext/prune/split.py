@@ -8,7 +8,6 @@ their channels: both always lose the same number of channels, which the stock fo
 
 from __future__ import annotations
 
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import C2PSA, C2f, Conv
 
+from yolo_ext.prune.patching import instance_forwards
 from yolo_ext.spec import prune_kind
 
 
@@ -88,11 +88,10 @@ def split_blocks(model: nn.Module) -> Iterator[list[nn.Module]]:
     blocks = [m for m in model.modules() if is_split_block(m)]
     for m in blocks:
         m.cv1 = SplitConv(m.cv1)
-        m.forward = types.MethodType(split_forward, m)
     try:
-        yield blocks
+        with instance_forwards((m, split_forward) for m in blocks):
+            yield blocks
     finally:
         for m in blocks:
             m.cv1 = m.cv1.merged()
             m.c = m.cv1.conv.out_channels // 2
-            del m.forward
