@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import textwrap
 import threading
 import warnings
@@ -135,8 +136,13 @@ def _build_parser(original: Callable[..., Any]) -> Callable[..., Any]:
         raise _fail(f"expected one 'm is C3k2' test, found {editor.c3k2_tests}")
     if editor.branch_added != 1:
         raise _fail(f"expected one 'if m in base_modules' chain, found {editor.branch_added}")
+    # Compile the edited source as text and register it with linecache, so tracebacks (and inspect.getsource) through
+    # the edited parser show its real lines instead of a file that does not exist.
+    edited = ast.unparse(module) + "\n"
+    filename = f"<yolo_ext edit of {inspect.getsourcefile(original)}>"
+    linecache.cache[filename] = (len(edited), None, edited.splitlines(keepends=True), filename)
     namespace: dict[str, Any] = {}
-    exec(compile(module, f"<yolo_ext edit of {inspect.getsourcefile(original)}>", "exec"), tasks.__dict__, namespace)
+    exec(compile(edited, filename, "exec"), tasks.__dict__, namespace)
     return namespace["parse_model"]
 
 
