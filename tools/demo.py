@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 from yolo_ext.demo import run_demo
+from yolo_ext.cli_options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="yolo11n-coordatt.yaml", help="a cfg/models YAML name or path")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--finetune-epochs", type=int, default=15)

@@ -1,6 +1,6 @@
 """Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
 
-tools/finetune.py --model_path best-pruned40.pt --data data.yaml --epochs 30 [--teacher best.pt] [--resume last.pt]
+tools/finetune.py --model-path best-pruned40.pt --data data.yaml --epochs 30 [--teacher best.pt] [--resume last.pt]
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.finetune import FinetuneError, finetune, resume
+from yolo_ext.cli_options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_path", help="pruned checkpoint written by tools/prune.py")
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-path", help="pruned checkpoint written by tools/prune.py")
     p.add_argument("--data", help="data YAML (the data set the model was trained on)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
     p.add_argument("--workers", type=int, default=2)
@@ -38,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
             model = resume(args.resume)
         else:
             if not args.model_path or not args.data:
-                raise FinetuneError("--model_path and --data are required (or --resume path/to/last.pt).")
+                raise FinetuneError("--model-path and --data are required (or --resume path/to/last.pt).")
             extra = {"distill_model": args.teacher} if args.teacher else {}
             model = finetune(
                 args.model_path, args.data, require_pruned=not args.allow_unpruned, epochs=args.epochs,

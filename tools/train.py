@@ -1,8 +1,8 @@
 """Train a stock Ultralytics model (train_ori), a yolo_ext model YAML (train_ch), or report a checkpoint's metrics (val).
 
-tools/train.py train_ch --yaml_path yolo11n-coordatt.yaml --data_path data.yaml --epoch 100
-tools/train.py train_ori --yaml_path yolo11n.yaml --data_path data.yaml
-tools/train.py val --model_path runs/train/exp/weights/best.pt --data_path data.yaml
+tools/train.py train_ch --yaml-path yolo11n-coordatt.yaml --data-path data.yaml --epoch 100
+tools/train.py train_ori --yaml-path yolo11n.yaml --data-path data.yaml
+tools/train.py val --model-path runs/train/exp/weights/best.pt --data-path data.yaml
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from ultralytics import YOLO
 
 import yolo_ext
 from yolo_ext.finetune import sparse_trainer
+from yolo_ext.cli_options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["train_ori", "train_ch", "val"])
-    p.add_argument("--yaml_path", help="model YAML: an Ultralytics name (train_ori) or a cfg/models name/path (train_ch)")
-    p.add_argument("--model_path", help="checkpoint for val, or initial weights for training")
-    p.add_argument("--data_path", required=True, help="data YAML")
+    p.add_argument("--yaml-path", help="model YAML: an Ultralytics name (train_ori) or a cfg/models name/path (train_ch)")
+    p.add_argument("--model-path", help="checkpoint for val, or initial weights for training")
+    p.add_argument("--data-path", required=True, help="data YAML")
     p.add_argument("--epoch", type=int, default=100)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--imgsz", type=int, default=640)
@@ -31,7 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--bn-l1", type=float, help="sparse training for network slimming: L1 penalty on BN scales "
-                   "(e.g. 1e-4); prune afterwards with tools/prune.py --prune_type bn")
+                   "(e.g. 1e-4); prune afterwards with tools/prune.py --prune-type bn")
     return p
 
 
@@ -43,12 +44,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.mode == "val":
             if not args.model_path or not Path(args.model_path).is_file():
-                raise ValueError(f"val needs an existing --model_path, got {args.model_path!r}.")
+                raise ValueError(f"val needs an existing --model-path, got {args.model_path!r}.")
             box = YOLO(args.model_path).val(**common, plots=False).box
             print(f"mAP50 {box.map50:.4f}  mAP50-95 {box.map:.4f}  P {box.mp:.4f}  R {box.mr:.4f}")
             return 0
         if not args.yaml_path:
-            raise ValueError(f"{args.mode} needs --yaml_path.")
+            raise ValueError(f"{args.mode} needs --yaml-path.")
         cfg = str(yolo_ext.model_yaml(args.yaml_path)) if args.mode == "train_ch" else args.yaml_path
         model = YOLO(cfg)
         if args.model_path:

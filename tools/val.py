@@ -12,10 +12,11 @@ from pathlib import Path
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.evaluate import check_comparison_inputs, compare_checkpoints, format_comparison
 from yolo_ext.prune import CheckpointError
+from yolo_ext.cli_options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoints to compare; the first is the reference")
     p.add_argument("--data", required=True, help="data YAML to validate on")
     p.add_argument("--imgsz", type=int, default=640)
