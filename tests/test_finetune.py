@@ -46,8 +46,13 @@ def test_finetune_starts_from_pruned_weights_and_keeps_channels(pruned, tiny_bcc
     reference = torch.load(pruned, weights_only=False)["model"].float()
     model = YOLO(str(pruned))
     model.add_callback("on_train_start", on_train_start)
-    model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name="a", **TRAIN)
+    model.train(trainer=PrunedDetectionTrainer, data=str(tiny_bccd), epochs=1, project=str(tmp_path), name="a",
+                save_period=1, **TRAIN)
     ref_state = reference.state_dict()
+    weights = model.trainer.wdir  # save_period's copy: complete, FP32 like last.pt, no temporary left
+    periodic = torch.load(weights / "epoch0.pt", weights_only=False)
+    assert periodic["epoch"] == 0 and periodic["ema"].model[2].cv1.conv.weight.dtype == torch.float32
+    assert not list(weights.glob(".*.tmp*"))
     assert start.keys() == ref_state.keys()
     assert all(torch.equal(start[k].float(), v.float()) for k, v in ref_state.items() if v.is_floating_point())
     best = model.trainer.best

@@ -91,18 +91,31 @@ class PrunedDetectionTrainer(DetectionTrainer):
         return self.set_model_names_for_load(weights.float())
 
     def save_model(self) -> bool:
-        """Ultralytics' checkpoint, written to a temporary file, given an FP32 EMA, then renamed into place."""
+        """Ultralytics' checkpoint, written to a temporary file, given an FP32 EMA, then renamed into place.
+
+        The ``save_period`` copy (``epoch<N>.pt``), which Ultralytics writes in place and FP16, is made here from the
+        finished temporary ``last`` instead, and moved into place the same way.
+        """
         remove_stale_temps(self.wdir)  # left by a killed run in this folder (resume)
         final = {"last": self.last, "best": self.best}
+        if self.save_period > 0 and self.epoch % self.save_period == 0:
+            final["period"] = self.wdir / f"epoch{self.epoch}.pt"
         tmp = {k: temp_path(p) for k, p in final.items()}
         self.last, self.best = tmp["last"], tmp["best"]
+        period, self.save_period = self.save_period, 0
         try:
             saved = super().save_model()
+            if tmp["last"].exists():
+                _full_precision_ema(tmp["last"], self.ema.ema)
+                if "period" in tmp:
+                    shutil.copyfile(tmp["last"], tmp["period"])
+            if tmp["best"].exists():
+                _full_precision_ema(tmp["best"], self.ema.ema)
             for k, path in tmp.items():
                 if path.exists():
-                    _full_precision_ema(path, self.ema.ema)
                     os.replace(path, final[k])
         finally:
+            self.save_period = period
             self.last, self.best = final["last"], final["best"]
             for path in tmp.values():
                 path.unlink(missing_ok=True)
