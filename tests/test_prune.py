@@ -213,3 +213,24 @@ def test_taylor_uses_real_data(tiny_bccd):
     assert pruned > 20
     assert not hasattr(model, "criterion")
     assert isinstance(model.model[-1], Detect)
+
+
+def test_one_detection_check_for_models_and_checkpoints(tmp_path):
+    """prune_model and checkpoint loading refuse with the same check: exact DetectionModel with a plain Detect head."""
+    from ultralytics.nn.tasks import SegmentationModel
+
+    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.engine import check_detection_model
+
+    seg = SegmentationModel("yolo11n-seg.yaml", verbose=False)
+    with pytest.raises(PruningError, match=r"SegmentationModel, head Segment\); yolo_ext prunes detection models only"):
+        prune_model(seg, PruneConfig(imgsz=IMGSZ))
+    path = tmp_path / "seg.pt"
+    torch.save({"model": seg}, path)
+    with pytest.raises(PruningError, match=rf"'{path}' holds a .*SegmentationModel, head Segment"):
+        load_detection_checkpoint(path)
+    headless = build("yolov8n.yaml")
+    headless.model[-1] = nn.Identity()
+    with pytest.raises(PruningError, match="head Identity"):
+        check_detection_model(headless)
+    check_detection_model(build("yolov8n.yaml"))  # a plain detector passes

@@ -11,6 +11,7 @@ from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 
 from yolo_ext.prune.checkpoint import load_detection_checkpoint
+from yolo_ext.prune.engine import image_size
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.report import LATENCY_THREADS, fused_copy, interleaved_latency_ms
 
@@ -53,8 +54,9 @@ def compare_checkpoints(
     """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``)."""
     models = [YOLO(str(p)) for p in paths]
     nets = [fused_copy(m.model) for m in models]
-    example = torch.rand(1, 3, imgsz, imgsz)
-    latencies = interleaved_latency_ms(nets, (imgsz, imgsz), runs=latency_runs) if latency_runs else [float("nan")] * len(nets)
+    size = image_size(imgsz)
+    example = torch.rand(1, 3, *size)
+    latencies = interleaved_latency_ms(nets, size, runs=latency_runs) if latency_runs else [float("nan")] * len(nets)
     rows = []
     for path, model, net, ms in zip(paths, models, nets, latencies):
         macs, params = tp.utils.count_ops_and_params(net, example)

@@ -22,7 +22,7 @@ from ultralytics.utils.patches import torch_load
 
 import yolo_ext
 from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
-from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
+from yolo_ext.prune.engine import PruneConfig, PruneResult, check_detection_model, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
 
@@ -55,12 +55,7 @@ def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes"
             f"{str(path)!r} is not an Ultralytics YOLO checkpoint (no 'model' or 'ema' network inside). "
             "Pass a .pt file written by Ultralytics training or YOLO.save()."
         )
-    if type(model) is not DetectionModel:  # its subclasses are segmentation, pose, OBB models
-        task = getattr(model, "task", None) or type(model).__name__
-        raise PruningError(
-            f"{str(path)!r} holds a {task} model ({type(model).__name__}); {purpose} detection models only. "
-            "Classification, segmentation, pose and OBB checkpoints are not supported yet."
-        )
+    check_detection_model(model, purpose, source=str(path))
     return ckpt, model.float()
 
 

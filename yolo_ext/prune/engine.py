@@ -72,14 +72,20 @@ class PruneConfig:
             raise PruningError(f"round_to must be a positive integer such as 8, got {self.round_to!r}.")
         if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
             raise PruningError(f"iterative_steps must be an integer >= 1, got {self.iterative_steps!r}.")
-        size = (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(self.imgsz)
+        size = image_size(self.imgsz)
         if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
             raise PruningError(f"imgsz must be a multiple of 32 (the largest stride), e.g. 640 or 320, got {self.imgsz!r}.")
         make_importance(self.criterion)
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(self.imgsz)
+        """``imgsz`` as (h, w)."""
+        return image_size(self.imgsz)
+
+
+def image_size(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, ...]:
+    """``640`` -> ``(640, 640)``; an (h, w) pair as a tuple. The one place an image size is normalised."""
+    return (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
 
 
 @dataclass
@@ -147,13 +153,26 @@ def _all_trainable(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(n not in frozen)
 
 
-def _check_supported(model: nn.Module) -> None:
-    if not isinstance(model, DetectionModel) or type(model.model[-1]) is not Detect:
-        head = type(model.model[-1]).__name__ if hasattr(model, "model") else type(model).__name__
-        raise PruningError(
-            f"yolo_ext prunes detection models (Detect head); this model's head is {head}. "
-            "Segmentation, pose, OBB and classification models are not supported yet."
-        )
+def check_detection_model(model: nn.Module, purpose: str = "yolo_ext prunes", source: str | None = None) -> None:
+    """Refuse anything but what yolo_ext prunes: an Ultralytics ``DetectionModel`` (exactly: its subclasses are the
+    segmentation, pose and OBB models) whose head is a plain ``Detect``. The one copy of this check.
+
+    Args:
+        model: the network.
+        purpose: completes the message, "<purpose> detection models only".
+        source: the checkpoint it came from, named in the message.
+    """
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+    if type(model) is DetectionModel and type(head) is Detect:
+        return
+    task = getattr(model, "task", None) or type(model).__name__
+    where = f"{source!r} holds" if source else "This is"
+    head_name = type(head).__name__ if head is not None else "none"
+    raise PruningError(
+        f"{where} a {task} model ({type(model).__name__}, head {head_name}); {purpose} detection models only "
+        "(Detect head). Classification, segmentation, pose and OBB models are not supported yet."
+    )
 
 
 def prune_model(
@@ -174,7 +193,7 @@ def prune_model(
     """
     config = config or PruneConfig()
     config.check()
-    _check_supported(model)
+    check_detection_model(model)
     if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
     start = time.perf_counter()
