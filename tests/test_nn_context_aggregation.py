@@ -100,3 +100,9 @@ def test_inter_channels_follows_weights_after_narrowing():
 def test_bad_sizes_raise(args, pattern):
     with pytest.raises(ValueError, match=pattern):
         ContextAggregation(*args)
+
+
+@pytest.mark.parametrize(("c1", "reduction", "width"), [(64, 4, 16), (6, 4, 2), (3, 8, 1), (5, 1, 5)])
+def test_value_width_from_make_divisible(c1, reduction, width):
+    """Nearest width (timm's make_divisible with divisor 1), never zero however large the reduction."""
+    assert ContextAggregation(c1, reduction).inter_channels == width

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._utils import check_channels, check_int
+from ._utils import check_channels, check_int, make_divisible
 
 __all__ = ["ContextAggregation"]
 
@@ -25,7 +25,7 @@ class ContextAggregation(nn.Module):
 
     Args:
         c1 (int): Input (= output) channels.
-        reduction (int): Value width is ``max(c1 // reduction, 1)``.
+        reduction (int): Value width is ``c1 / reduction`` rounded by ``make_divisible`` (at least 1).
 
     Examples:
         >>> m = ContextAggregation(64, reduction=4)
@@ -39,7 +39,7 @@ class ContextAggregation(nn.Module):
         super().__init__()
         c1 = check_channels("ContextAggregation", c1)
         reduction = check_int("ContextAggregation", "reduction", reduction, 1, "use 1 for no reduction")
-        c = max(c1 // reduction, 1)
+        c = make_divisible(c1 / reduction, 1)  # nearest width, at least one channel
         self.a = nn.Conv2d(c1, 1, 1)  # per-position gate; must keep its single output channel
         self.k = nn.Conv2d(c1, 1, 1)  # attention logits; must keep its single output channel
         self.v = nn.Conv2d(c1, c, 1)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import Conv
 
-from ._utils import check_channels, check_int
+from ._utils import check_channels, check_int, make_divisible
 
 __all__ = ["CoordAtt"]
 
@@ -23,7 +23,7 @@ class CoordAtt(nn.Module):
 
     Args:
         c1 (int): Input (= output) channels.
-        reduction (int): Bottleneck width is ``c1 // reduction``...
+        reduction (int): Bottleneck width is ``c1 / reduction`` rounded by ``make_divisible``...
         min_mid (int): ...but never below this, so narrow layers keep a useful bottleneck.
 
     Examples:
@@ -40,7 +40,7 @@ class CoordAtt(nn.Module):
         c1 = check_channels("CoordAtt", c1)
         reduction = check_int("CoordAtt", "reduction", reduction, 1, "use 1 for no reduction")
         min_mid = check_int("CoordAtt", "min_mid", min_mid, 1, "the bottleneck needs at least one channel")
-        mid = max(min_mid, c1 // reduction)
+        mid = make_divisible(c1 / reduction, 1, min_mid)  # nearest width, never below min_mid
         self.conv1 = Conv(c1, mid, 1, act=nn.Hardswish())
         self.conv_h = nn.Conv2d(mid, c1, 1)
         self.conv_w = nn.Conv2d(mid, c1, 1)
