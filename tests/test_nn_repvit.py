@@ -73,7 +73,10 @@ def test_repvggdw_structure():
     assert isinstance(m.conv, Conv) and m.conv.conv.kernel_size == (3, 3) and m.conv.conv.groups == 8
     assert m.conv1.kernel_size == (1, 1) and m.conv1.groups == 8 and m.conv1.bias is not None
     assert isinstance(m.bn, nn.BatchNorm2d) and m.dim == 8
-    assert not hasattr(m, "act")  # nothing of the YOLOv10 variant was built
+    # the parent's __init__ ran (its attributes exist), but none of the YOLOv10 branches' weights remain
+    assert isinstance(m.act, nn.Identity)
+    assert {k.split(".")[0] for k in m.state_dict()} == {"conv", "conv1", "bn"}
+    assert sum(p.numel() for p in m.parameters()) == 8 * 9 + 2 * 8 + 8 * 2 + 2 * 8  # dw3x3 + BN, dw1x1 + bias, BN
 
 
 @pytest.mark.parametrize("hw", SIZES)
@@ -230,3 +233,11 @@ def test_c3k2_fused_equals_unfused_and_split(cls, c3k):
 def test_bad_sizes_raise(factory, pattern):
     with pytest.raises(ValueError, match=pattern):
         factory()
+
+
+
+def test_repvggdw_dim_follows_the_weights():
+    m = RepVGGDW(8)
+    with pytest.raises(AttributeError, match="follows the weights"):
+        m.dim = 4
+    m.dim = 8  # what the parent's __init__ does: accepted when it agrees

@@ -47,8 +47,12 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 class RepVGGDW(_UltralyticsRepVGGDW):
     """RepViT's re-parameterisable depth-wise mixer: ``bn(dw3x3_bn(x) + dw1x1(x) + x)``, folding into one 3x3 conv.
 
-    Subclasses Ultralytics' ``RepVGGDW`` (the YOLOv10 7x7 variant, whose ``__init__`` is not used) only so that
-    ``BaseModel.fuse()`` / ``is_fused()``, which test ``isinstance(m, RepVGGDW)`` and ``hasattr(m, "conv1")``, fold it.
+    Subclasses Ultralytics' ``RepVGGDW`` (the YOLOv10 7x7 variant) so that ``BaseModel.fuse()`` / ``is_fused()``,
+    which test ``isinstance(m, RepVGGDW)`` and ``hasattr(m, "conv1")`` and then call ``m.fuse()`` and
+    ``m.forward_fuse``, fold it: Ultralytics offers no fuse hook for other classes (every case in ``fuse()`` is an
+    ``isinstance`` test), and wrapping ``BaseModel.fuse`` would change Ultralytics for every model. The parent's
+    ``__init__`` runs, so its contract holds (``conv``, ``conv1``, ``dim``, ``act``, ``fuse``, ``forward_fuse``);
+    RepViT's branches then replace the YOLOv10 ones, and ``act`` is an identity (RepViT's mixer has none).
 
     Args:
         ed (int): Input (= output) channels.
@@ -64,17 +68,24 @@ class RepVGGDW(_UltralyticsRepVGGDW):
 
     def __init__(self, ed: int) -> None:
         """Build the 3x3 depth-wise conv + BN, the 1x1 depth-wise conv and the outer BN."""
-        nn.Module.__init__(self)  # not the parent's: it builds the 7x7 YOLOv10 branches
         ed = check_channels("RepVGGDW", ed, arg="ed")
+        super().__init__(ed)  # the parent's attributes exist; its YOLOv10 7x7 / 3x3 branches are replaced below
         self.conv = Conv(ed, ed, 3, 1, g=ed, act=False)
         self.conv1 = nn.Conv2d(ed, ed, 1, groups=ed, bias=True)
         self.bn = nn.BatchNorm2d(ed)
+        self.act = nn.Identity()
 
     @property
     def dim(self) -> int:
         """Channels, read from the weights so it follows pruning (fused or not)."""
         conv = self.conv.conv if isinstance(self.conv, Conv) else self.conv
         return conv.weight.shape[0]
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        """The parent stores its width; here it is read from the weights, so only the value they give is accepted."""
+        if value != self.dim:
+            raise AttributeError(f"RepVGGDW.dim follows the weights ({self.dim} channels); it cannot be set to {value}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Three-branch forward; after ``fuse()`` the single folded conv."""
