@@ -282,7 +282,7 @@ def prune_checkpoint(
         rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
     done = result.config  # the ratio a params/MACs target resolved to
     title = f"{source.name} -> {output.name}: {done.criterion}, ratio {done.ratio:.3g}" + (
-        ", global" if done.global_pruning else ""
+        ", global" if done.is_global else ""
     )
     table = format_table(rows, title) + "".join(f"\nNote: {n}" for n in notes)
     text = output.with_suffix(".txt")
