@@ -140,7 +140,7 @@ def test_recipe_comes_from_the_base_training_args_and_its_epochs():
 def test_bad_teacher_is_refused_before_training(tmp_path):
     from ultralytics import YOLO
 
-    from yolo_ext.finetune import FinetuneError, check_finetune_inputs
+    from yolo_ext.finetune import FinetuneError, check_finetune_inputs, check_teacher, default_teacher
     from yolo_ext.prune.checkpoint import prune_checkpoint
     from yolo_ext.demo import DEMO_DATA
 
@@ -153,12 +153,16 @@ def test_bad_teacher_is_refused_before_training(tmp_path):
     yolo.save(tmp_path / "other.pt")
     pruned = prune_checkpoint(tmp_path / "base.pt", PruneConfig(ratio=0.3, imgsz=IMGSZ), tmp_path / "p.pt",
                               latency_runs=0).output
-    ckpt, model = check_finetune_inputs(pruned, DEMO_DATA, teacher=tmp_path / "base.pt")
+    ckpt, model = check_finetune_inputs(pruned, DEMO_DATA)
     assert ckpt["model"] is not None and model.yolo_ext_pruning[-1]["feature_channels"]["widths"] == [64, 128, 256]
+    check_teacher(model, tmp_path / "base.pt")
+    assert default_teacher(pruned, model) == tmp_path / "base.pt"  # the recorded source, found as recorded
     with pytest.raises(FinetuneError, match="pruned from"):
-        check_finetune_inputs(pruned, DEMO_DATA, teacher=tmp_path / "other.pt")
+        check_teacher(model, tmp_path / "other.pt")
     with pytest.raises(FinetuneError, match="Teacher"):
-        check_finetune_inputs(pruned, DEMO_DATA, teacher=tmp_path / "missing.pt")
+        check_teacher(model, tmp_path / "missing.pt")
+    (tmp_path / "base.pt").rename(tmp_path / "moved.pt")
+    assert default_teacher(pruned, model) is None  # gone: fine-tuning goes on without a teacher
 
 
 def test_cap_check_refuses_a_result_past_the_cap():

@@ -162,7 +162,7 @@ def save_pruned(
     if candidates is not None and not _free(output):
         output = next(c for c in candidates if _free(c))  # another run took this default name while we pruned
     check_output(source, output, overwrite)
-    record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
+    record = {**result.record(), "source": str(source.resolve()), "date": datetime.now().isoformat(timespec="seconds")}
     # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned since
     record["base_train_args"] = base_train_args(ckpt, result.model)
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
