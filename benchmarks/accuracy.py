@@ -174,6 +174,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if v.get("recipe") == "old":
             args |= OLD_RECIPE
         trainer = PrunedDetectionTrainer
+        if v:  # a named variant distils only when it says so; "default" ({}) does what finetune() does by default
+            args["teacher"] = None
         if v.get("distill"):
             args["distill_model"] = source
             attrs = {"distill_method": v["distill"]}

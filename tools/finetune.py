@@ -1,6 +1,9 @@
 """Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
 
-tools/finetune.py --model-path best-pruned40.pt --data data.yaml --epochs 30 [--teacher best.pt] [--resume last.pt]
+tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--no-teacher] [--resume last.pt]
+
+With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
+image size and batch (from the checkpoint), for 30% of its epochs, distilling from the network it was pruned from.
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", help="pruned checkpoint written by tools/prune.py")
     p.add_argument("--data", help="data YAML (the data set the model was trained on)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--imgsz", type=int, default=640)
+    recipe = "default: the base network's, from the checkpoint"
+    p.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="default: 30%% of the base network's epochs")
+    p.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=recipe)
+    p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--optimizer", default="AdamW", help="Ultralytics optimizer ('auto' ignores --lr0)")
-    p.add_argument("--lr0", type=float, default=0.001, help="fine-tuning wants a smaller start LR than training")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="short warm-up: the weights are trained already")
-    p.add_argument("--teacher", help="unpruned checkpoint to distil from (Ultralytics distill_model)")
+    p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
+    p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
+    p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
+    teacher = p.add_mutually_exclusive_group()
+    teacher.add_argument("--teacher", default="auto",
+                         help="checkpoint to distil from; default: the one the model was pruned from, if still there")
+    teacher.add_argument("--no-teacher", dest="teacher", action="store_const", const=None,
+                         help="fine-tune without distillation")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")
@@ -40,12 +48,13 @@ def main(args: argparse.Namespace) -> int:
         else:
             if not args.model_path or not args.data:
                 raise FinetuneError("--model-path and --data are required (or --resume path/to/last.pt).")
-            extra = {"distill_model": args.teacher} if args.teacher else {}
+            names = {"epochs": "epochs", "batch_size": "batch", "imgsz": "imgsz", "lr0": "lr0", "optimizer": "optimizer",
+                     "warmup_epochs": "warmup_epochs"}  # given options; the rest follows the base's recipe
+            chosen = {train: getattr(args, opt) for opt, train in names.items() if hasattr(args, opt)}
             model = finetune(
-                args.model_path, args.data, require_pruned=not args.allow_unpruned, epochs=args.epochs,
-                batch=args.batch_size, imgsz=args.imgsz, device=args.device, workers=args.workers, lr0=args.lr0,
-                optimizer=args.optimizer, warmup_epochs=args.warmup_epochs,
-                project=args.project, name=args.name, **extra,
+                args.model_path, args.data, require_pruned=not args.allow_unpruned, teacher=args.teacher,
+                device=args.device, workers=args.workers, project=args.project, name=args.name,
+                **chosen,
             )
     except FinetuneError as e:
         print(f"finetune: error: {e}", file=sys.stderr)

@@ -23,7 +23,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
-    p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across all layers")
+    ranking = p.add_mutually_exclusive_group()
+    ranking.add_argument("--global", dest="global_pruning", action="store_true", default=None,
+                         help="rank channels across all layers (default for lamp and bn)")
+    ranking.add_argument("--uniform", dest="global_pruning", action="store_false",
+                         help="remove the same fraction from every layer (default for l1, l2, random, taylor)")
     p.add_argument("--max-layer-ratio", type=float, default=0.8, help="no layer loses more than this fraction")
     p.add_argument("--round-to", type=int, help="keep channel counts multiples of this (e.g. 8)")
     p.add_argument("--iterative-steps", type=int, default=1, deprecated=["--steps"],

@@ -44,9 +44,9 @@ def run_demo(
     t = _step(2, f"Prune {ratio:.0%} of the channels (L1)")
     report = prune_checkpoint(trained, PruneConfig(ratio=ratio, imgsz=imgsz), out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
-    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs")
-    tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, optimizer="AdamW", lr0=0.001, warmup_epochs=1,
-                     project=str(out), name="finetune", **{k: v for k, v in common.items() if k != "data"})
+    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe, distilling from it)")
+    tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, project=str(out), name="finetune",
+                     **{k: v for k, v in common.items() if k != "data"})
     print(f"fine-tuned in {time.perf_counter() - t:.0f} s: {tuned.trainer.best}")
     _step(4, "Compare (val set of the demo data, CPU latency fused, batch 1)")
     rows = compare_checkpoints([trained, report.output, tuned.trainer.best], DEMO_DATA, imgsz, batch, latency_runs)

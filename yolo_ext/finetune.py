@@ -25,6 +25,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.cfg import DEFAULT_CFG
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_ext.distill import DistillError, DistillWeights, PrunedDistillationModel, kept_channels
@@ -42,6 +43,8 @@ RECIPE_KEYS = (
 )
 #: Fine-tuning epochs as a fraction of the base network's training epochs.
 EPOCHS_FRACTION = 0.3
+#: Distil from the network the model was pruned from unless told otherwise (benchmarks/RESULTS.md: it wins).
+DEFAULT_TEACHER = "auto"
 
 
 class FinetuneError(ValueError):
@@ -223,10 +226,9 @@ def finetune_recipe(ckpt: dict, model: DetectionModel, fraction: float = EPOCHS_
 
 
 def check_finetune_inputs(
-    model_path: str | Path, data: str | Path, require_pruned: bool = True, teacher: str | Path | None = None
+    model_path: str | Path, data: str | Path, require_pruned: bool = True
 ) -> tuple[dict, DetectionModel]:
-    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes,
-    and that the teacher (if any) is the network the model was pruned from."""
+    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes."""
     try:
         ckpt, model = load_detection_checkpoint(model_path)
     except (CheckpointError, PruningError) as e:
@@ -245,12 +247,32 @@ def check_finetune_inputs(
             f"{str(model_path)!r} predicts {model.model[-1].nc} classes but {str(data)!r} has {info['nc']}: "
             "fine-tune on the data the model was trained on."
         )
-    if teacher is not None:
-        try:
-            kept_channels(model, load_detection_checkpoint(teacher, purpose="distillation uses")[1])
-        except (CheckpointError, PruningError, DistillError) as e:
-            raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
     return ckpt, model
+
+
+def check_teacher(model: DetectionModel, teacher: str | Path) -> None:
+    """The teacher must be a detection checkpoint that ``model`` was pruned from (its kept channels are known)."""
+    try:
+        kept_channels(model, load_detection_checkpoint(teacher, purpose="distillation uses")[1])
+    except (CheckpointError, PruningError, DistillError) as e:
+        raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
+
+
+def default_teacher(model_path: str | Path, model: DetectionModel) -> Path | None:
+    """The network ``model`` was first pruned from, when its file is still there (as recorded, or beside the pruned
+    checkpoint under the same name) and its Detect inputs are the ones the pruning record starts from."""
+    history = pruning_history(model)
+    source = history[0].get("source") if history else None
+    if not source:
+        return None
+    for candidate in (Path(source), Path(model_path).parent / Path(source).name):
+        if candidate.is_file() and candidate.resolve() != Path(model_path).resolve():
+            try:
+                kept_channels(model, load_detection_checkpoint(candidate)[1])
+            except (CheckpointError, PruningError, DistillError):
+                continue
+            return candidate
+    return None
 
 
 def finetune(
@@ -258,17 +280,29 @@ def finetune(
     data: str | Path,
     require_pruned: bool = True,
     trainer: type[PrunedDetectionTrainer] | None = None,
+    teacher: str | Path | None = DEFAULT_TEACHER,
     **train_args: Any,
 ) -> YOLO:
     """Fine-tune a pruned checkpoint; ``train_args`` are Ultralytics train arguments (epochs, imgsz, batch, ...).
 
-    Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs). Pass
-    ``distill_model="unpruned.pt"`` to distil from the network it was pruned from (:mod:`yolo_ext.distill`).
+    Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs).
+    ``teacher`` is the network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, ``"auto"`` for the one
+    the model was pruned from when its file is still there (:func:`default_teacher`), or None for no distillation;
+    ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
     Returns the YOLO object holding the fine-tuned network (its ``trainer.best`` is the checkpoint path).
     """
     check_train_args(train_args)
-    ckpt, model = check_finetune_inputs(model_path, data, require_pruned, train_args.get("distill_model"))
+    ckpt, model = check_finetune_inputs(model_path, data, require_pruned)
+    if "distill_model" not in train_args and teacher is not None:
+        if teacher == "auto":
+            teacher = default_teacher(model_path, model)
+            LOGGER.info(f"yolo_ext: distilling from {teacher}, the network it was pruned from" if teacher else
+                        "yolo_ext: the network it was pruned from is not there; fine-tuning without a teacher")
+        if teacher is not None:
+            train_args["distill_model"] = str(teacher)
+    if train_args.get("distill_model"):
+        check_teacher(model, train_args["distill_model"])
     args = {**finetune_recipe(ckpt, model), **train_args}
     if args.get("project"):
         args["project"] = str(Path(args["project"]).resolve())

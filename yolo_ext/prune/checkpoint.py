@@ -157,7 +157,7 @@ def save_pruned(
     if candidates is not None and not _free(output):
         output = next(c for c in candidates if _free(c))  # another run took this default name while we pruned
     check_output(source, output, overwrite)
-    record = {**result.record(), "source": str(source), "date": datetime.now().isoformat(timespec="seconds")}
+    record = {**result.record(), "source": str(source.resolve()), "date": datetime.now().isoformat(timespec="seconds")}
     # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned since
     record["base_train_args"] = base_train_args(ckpt, result.model)
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
@@ -277,7 +277,7 @@ def prune_checkpoint(
         rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
     done = result.config  # the ratio a params/MACs target resolved to
     title = f"{source.name} -> {output.name}: {done.criterion}, ratio {done.ratio:.3g}" + (
-        ", global" if done.global_pruning else ""
+        ", global" if done.is_global else ""
     )
     table = format_table(rows, title) + "".join(f"\nNote: {n}" for n in notes)
     text = output.with_suffix(".txt")

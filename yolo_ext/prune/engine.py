@@ -20,7 +20,7 @@ from ultralytics.nn.modules import DFL, Detect
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_ext.prune.errors import PruningError
-from yolo_ext.prune.importance import NEEDS_GRADIENTS, make_importance
+from yolo_ext.prune.importance import GLOBAL_BY_DEFAULT, NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
 from yolo_ext.prune.tracking import FeatureTaps, LayerCap, check_layer_cap
@@ -34,7 +34,8 @@ class PruneConfig:
     Args:
         ratio: channels removed per group (uniform) or over all groups (``global_pruning``), in [0, 1).
         criterion: importance name from :data:`yolo_ext.prune.importance.CRITERIA`.
-        global_pruning: rank channels across layers instead of the same ratio in each.
+        global_pruning: rank channels across layers instead of the same ratio in each; None (the default) lets the
+            criterion decide: scale-free criteria (``lamp``, ``bn``) rank globally, magnitudes per layer.
         max_layer_ratio: no layer loses more than this fraction (keeps global pruning from emptying a layer).
         round_to: keep channel counts multiples of this (hardware-friendly widths), or None.
         iterative_steps: reach ``ratio`` in this many equal steps (importance re-estimated after each).
@@ -46,7 +47,7 @@ class PruneConfig:
 
     ratio: float = 0.4
     criterion: str = "l1"
-    global_pruning: bool = False
+    global_pruning: bool | None = None
     max_layer_ratio: float = 0.8
     round_to: int | None = None
     iterative_steps: int = 1
@@ -78,6 +79,13 @@ class PruneConfig:
         make_importance(self.criterion)
 
     @property
+    def is_global(self) -> bool:
+        """Whether channels are ranked across layers (``global_pruning``, or the criterion's own default)."""
+        if self.global_pruning is None:
+            return self.criterion in GLOBAL_BY_DEFAULT
+        return bool(self.global_pruning)
+
+    @property
     def size(self) -> tuple[int, int]:
         """``imgsz`` as (h, w)."""
         return image_size(self.imgsz)
@@ -106,7 +114,7 @@ class PruneResult:
     def record(self) -> dict:
         """Plain-data summary: method, ratio, per-layer output channels before/after, params and MACs."""
         return {
-            "config": asdict(self.config),
+            "config": {**asdict(self.config), "global_pruning": self.config.is_global},
             "params": [self.params_before, self.params_after],
             "macs": [self.macs_before, self.macs_after],
             "channels": {k: [v, self.channels_after.get(k, 0)] for k, v in self.channels_before.items()},
@@ -212,7 +220,7 @@ def prune_model(
                 torch.rand(1, 3, *CHECK_SIZES[0]),  # the graph does not depend on the input size: trace a small one
                 importance=make_importance(config.criterion),
                 pruning_ratio=config.ratio,
-                global_pruning=config.global_pruning,
+                global_pruning=config.is_global,
                 max_pruning_ratio=config.max_layer_ratio,
                 round_to=config.round_to,
                 iterative_steps=config.iterative_steps,
@@ -253,7 +261,7 @@ def _config_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: 
     target = config.target_params if metric == "params" else config.target_macs
     base = replace(config, target_params=None, target_macs=None)
     errors = []
-    for global_pruning in sorted({config.global_pruning, True}):
+    for global_pruning in sorted({config.is_global, True}):
         error, ratio = _search_ratio(model, replace(base, global_pruning=global_pruning), metric, target, gradient_fn)
         if error <= config.target_tolerance:
             return replace(base, ratio=ratio, global_pruning=global_pruning)

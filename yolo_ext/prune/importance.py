@@ -18,6 +18,10 @@ CRITERIA: dict[str, tuple[Callable[[], tp.importance.Importance], str]] = {
 }
 
 NEEDS_GRADIENTS = frozenset({"taylor"})
+#: Criteria whose scores compare across layers, so they rank globally unless told otherwise. LAMP normalises each
+#: weight by what its layer keeps; BN scales are trained to be compared (network slimming). Plain magnitudes are not
+#: comparable across layers of different widths, and globally they empty the wide layers.
+GLOBAL_BY_DEFAULT = frozenset({"lamp", "bn"})
 
 
 def make_importance(name: str) -> tp.importance.Importance:

@@ -138,14 +138,15 @@ def compose_feature_channels(history: list[dict], student: list[int], teacher: l
     first. The student's channels are followed back one pruning at a time until a network with the teacher's widths
     is reached; None if the history never passes through one (the teacher is not what the student was pruned from).
     """
-    current = [list(range(w)) for w in student]
-    if student == teacher:
+    current, widths = [list(range(w)) for w in student], list(student)
+    if widths == teacher:
         return current
-    for record in reversed(history):
+    for record in reversed(history):  # each record maps the network after it onto the network before it
         taps = record.get("feature_channels") or {}
-        if not taps or [len(k) for k in taps["kept"]] != [len(c) for c in current]:
+        if not taps or [len(k) for k in taps["kept"]] != widths:
             return None
         current = [[kept[j] for j in level] for kept, level in zip(taps["kept"], current)]
-        if taps["widths"] == teacher:
+        widths = list(taps["widths"])
+        if widths == teacher:
             return current
     return None
