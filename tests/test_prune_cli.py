@@ -57,7 +57,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pruned(checkpoint) -> tuple[Path, subprocess.CompletedProcess, str]:
     before = digest(checkpoint)
-    result = run_prune("--model_path", str(checkpoint), "--imgsz", "128", "--latency-runs", "2")
+    result = run_prune("--model_path", str(checkpoint), "--prune_type", "l1", "--imgsz", "128", "--latency-runs", "2")
     return checkpoint.with_name("best-pruned40.pt"), result, before
 
 
@@ -225,3 +225,14 @@ def test_taylor_without_data_is_refused(checkpoint, tmp_path):
 def test_cli_exit_code_on_error(tmp_path):
     result = run_prune("--model_path", str(tmp_path / "missing.pt"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_cli_default_is_global_lamp():
+    """tools/prune.py with no --prune-type uses what benchmarks/accuracy.py measured best: LAMP, ranked globally."""
+    spec = importlib.util.spec_from_file_location("prune_tool", PRUNE)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.get_args_parser().parse_args(["--model-path", "best.pt"])
+    assert args.prune_type == "lamp" and args.global_pruning is None
+    assert PruneConfig(criterion=args.prune_type, global_pruning=args.global_pruning).is_global
+    assert not PruneConfig(criterion=args.prune_type, global_pruning=False).is_global  # --uniform

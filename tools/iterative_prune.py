@@ -11,7 +11,7 @@ import sys
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.finetune import FinetuneError
 from yolo_ext.iterative import iterative_prune
-from yolo_ext.prune import CRITERIA, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.cli_options import ArgumentParser
 
 
@@ -19,24 +19,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint")
     p.add_argument("--data", required=True, help="data YAML it was trained on")
-    p.add_argument("--prune-type", default="l1", choices=sorted(set(CRITERIA) - {"taylor"}))
+    p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(set(CRITERIA) - {"taylor"}))
     p.add_argument("--prune-ratio", type=float, default=0.4, help="total fraction of channels removed")
+    p.add_argument("--target-params", type=float, help="instead of a ratio: total fraction of parameters removed")
+    p.add_argument("--target-macs", type=float, help="instead of a ratio: total fraction of MACs removed")
     p.add_argument("--rounds", type=int, default=3, deprecated=["--steps"], help="prune + fine-tune rounds")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per round")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--imgsz", type=int, default=640)
+    recipe = "default: the base network's, from the checkpoint (as tools/finetune.py)"
+    p.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=recipe)
+    p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe + "; MACs are counted at 640 then")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--lr0", type=float, default=0.001, help="AdamW start LR of each fine-tuning round")
+    p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
+    p.add_argument("--no-teacher", dest="teacher", action="store_const", const=None, default="auto",
+                   help="fine-tune each round without distilling from the unpruned network")
     p.add_argument("--out", default="runs/iterative", help="folder for every round's checkpoints")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    config = PruneConfig(ratio=args.prune_ratio, criterion=args.prune_type, imgsz=args.imgsz)
+    config = PruneConfig(ratio=args.prune_ratio, criterion=args.prune_type, imgsz=getattr(args, "imgsz", 640),
+                         target_params=args.target_params, target_macs=args.target_macs)
+    given = {train: getattr(args, opt) for opt, train in (("batch_size", "batch"), ("imgsz", "imgsz"), ("lr0", "lr0"))
+             if hasattr(args, opt)}  # the rest of each round's recipe is the base network's
     try:
         results = iterative_prune(args.model_path, args.data, config, args.rounds, args.out, epochs=args.epochs,
-                                  batch=args.batch_size, imgsz=args.imgsz, device=args.device, lr0=args.lr0,
-                                  optimizer="AdamW", warmup_epochs=1)
+                                  device=args.device, teacher=args.teacher, **given)
     except (PruningError, CheckpointError, PrunedModelError, FinetuneError) as e:
         print(f"iterative_prune: error: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.prune import CRITERIA, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.prune.checkpoint import prune_checkpoint
 from yolo_ext.cli_options import ArgumentParser
 
@@ -18,7 +18,7 @@ from yolo_ext.cli_options import ArgumentParser
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint (.pt)")
-    p.add_argument("--prune-type", default="l1", choices=sorted(CRITERIA),
+    p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
     p.add_argument("--prune-ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")

@@ -13,7 +13,7 @@ from ultralytics import YOLO
 from yolo_ext.cfg_paths import model_yaml
 from yolo_ext.evaluate import compare_checkpoints, format_comparison
 from yolo_ext.finetune import finetune
-from yolo_ext.prune import PruneConfig
+from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
 DEMO_DATA = Path(__file__).parent / "data" / "bccd_demo" / "data.yaml"
@@ -41,8 +41,9 @@ def run_demo(
     yolo.train(epochs=epochs, project=str(out), name="train", **common)
     trained = Path(yolo.trainer.best)
     print(f"trained in {time.perf_counter() - t:.0f} s: {trained}")
-    t = _step(2, f"Prune {ratio:.0%} of the channels (L1)")
-    report = prune_checkpoint(trained, PruneConfig(ratio=ratio, imgsz=imgsz), out / "pruned.pt", latency_runs=latency_runs)
+    t = _step(2, f"Prune {ratio:.0%} of the channels ({DEFAULT_CRITERION}, as tools/prune.py does by default)")
+    config = PruneConfig(ratio=ratio, criterion=DEFAULT_CRITERION, imgsz=imgsz)
+    report = prune_checkpoint(trained, config, out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
     t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe, distilling from it)")
     tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, project=str(out), name="finetune",
