@@ -36,9 +36,11 @@ class DistillError(ValueError):
 
 @dataclass(frozen=True)
 class DistillWeights:
-    """Loss weights of the three distillation terms, relative to Ultralytics' detection loss (per image).
+    """Loss weights of the three distillation terms, added to Ultralytics' detection loss (per image, as it is).
 
-    Chosen on BCCD by ``benchmarks/accuracy.py`` (see benchmarks/RESULTS.md).
+    With (1, 1, 1) the distillation loss starts at about a fifth of the detection loss of a yolo11n pruned to half its
+    params; that is the only setting ``benchmarks/accuracy.py`` has measured so far (benchmarks/RESULTS.md), and the
+    benchmark's ``VARIANTS`` hold the rest of the grid (feature only, head only, x4).
     """
 
     feature: float = 1.0
