@@ -48,6 +48,20 @@ def _deprecated(old: Sequence[str], new: str, meaning: str) -> type[argparse.Act
     return Deprecated
 
 
+def _add_spelled(add: Any, names: Sequence[str], deprecated: Sequence[str], kwargs: dict[str, Any]) -> argparse.Action:
+    """Call ``add`` (a parser's or a group's ``add_argument``) with both spellings of every long option name."""
+    if not names or not names[0].startswith("-"):
+        return add(*names, **kwargs)
+    spellings = list(dict.fromkeys(form for name in names for form in _spellings(name)))
+    shown = [s for s in spellings if not s.startswith("--") or "_" not in s[2:]]
+    old = [o for o in dict.fromkeys(form for d in deprecated for form in _spellings(d)) if o not in spellings]
+    if old:
+        kwargs["action"] = _deprecated(old, shown[-1], kwargs.get("help", ""))
+    action = add(*spellings, *old, **kwargs)
+    action.hidden_spellings = tuple(s for s in action.option_strings if s not in shown)  # type: ignore[attr-defined]
+    return action
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose long options take both spellings; ``--help`` shows one, with defaults.
 
@@ -76,16 +90,18 @@ class ArgumentParser(argparse.ArgumentParser):
             deprecated: old option names still accepted with a note on stderr saying what to write instead.
             **kwargs: as for ``argparse.ArgumentParser.add_argument``.
         """
-        if not names or not names[0].startswith("-"):
-            return super().add_argument(*names, **kwargs)
-        spellings = list(dict.fromkeys(form for name in names for form in _spellings(name)))
-        shown = [s for s in spellings if not s.startswith("--") or "_" not in s[2:]]
-        old = [o for o in dict.fromkeys(form for d in deprecated for form in _spellings(d)) if o not in spellings]
-        if old:
-            kwargs["action"] = _deprecated(old, shown[-1], kwargs.get("help", ""))
-        action = super().add_argument(*spellings, *old, **kwargs)
-        action.hidden_spellings = tuple(s for s in action.option_strings if s not in shown)  # type: ignore[attr-defined]
-        return action
+        return _add_spelled(super().add_argument, names, deprecated, kwargs)
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> argparse._MutuallyExclusiveGroup:
+        """A group whose options take both spellings too (``--global`` / ``--uniform``, ``--teacher`` / ...)."""
+        group = super().add_mutually_exclusive_group(**kwargs)
+        plain = group.add_argument
+
+        def add_argument(*names: str, deprecated: Sequence[str] = (), **kw: Any) -> argparse.Action:
+            return _add_spelled(plain, names, deprecated, kw)
+
+        group.add_argument = add_argument  # type: ignore[method-assign]
+        return group
 
     def _get_option_tuples(self, option_string: str) -> list:
         """Prefix matching (``--model`` for ``--model-path``) where the matches are one option's spellings."""
