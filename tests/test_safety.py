@@ -122,7 +122,7 @@ def test_folder_as_model_path_is_named_a_folder(tmp_path, plain):
     assert tree(run) == ["weights", "weights/best.pt"]
 
 
-@pytest.mark.parametrize("extra", [("--round-to", "1000"), ("--prune_ratio", "0.999")])
+@pytest.mark.parametrize("extra", [("--round-to", "1000"), ("--prune_ratio", "0.999", "--prune-type", "l1")])
 def test_request_that_removes_nothing_is_refused(plain, tmp_path, extra):
     out = tmp_path / "o.pt"
     code, _, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), *extra))
@@ -134,7 +134,7 @@ def test_request_that_removes_nothing_is_refused(plain, tmp_path, extra):
 
 def test_tiny_ratio_says_what_was_removed(plain, tmp_path):
     out = tmp_path / "tiny.pt"
-    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9"))
+    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9", "--prune-type", "l1"))
     assert code == 0, err
     note = next(line for line in stdout.splitlines() if line.startswith("Note:"))
     assert "asked for ratio 1e-09" in note and "of the params" in note

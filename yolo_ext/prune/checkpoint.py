@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.patches import torch_load
 
@@ -55,6 +56,8 @@ def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes"
             f"{str(path)!r} is not an Ultralytics YOLO checkpoint (no 'model' or 'ema' network inside). "
             "Pass a .pt file written by Ultralytics training or YOLO.save()."
         )
+    if isinstance(model, DistillationModel):  # last.pt of a distillation run: the network is its student
+        model = model.student_model
     check_detection_model(model, purpose, source=str(path))
     return ckpt, model.float()
 
