@@ -240,8 +240,9 @@ def torch_op_ms(fn: Callable[[], Any], reps: int) -> dict[str, float]:
 
 
 def opwise_min(samples: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Per key, the smallest of several profiles (an op missing from one counts 0): the least disturbed sample."""
-    return {k: min(s.get(k, 0.0) for s in samples) for k in set().union(*samples)}
+    """Per key (in first-seen order), the smallest of several profiles (missing counts 0): the least disturbed."""
+    keys = dict.fromkeys(k for s in samples for k in s)
+    return {k: min(s.get(k, 0.0) for s in samples) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -263,8 +264,9 @@ def build_model(name: str, seed: int = 0) -> Any:
     from ultralytics.nn.tasks import DetectionModel
 
     cfg = _cfg(name)
+    is_path = os.sep in cfg  # a path (e.g. from yolo_ext.model_yaml) rather than a bundled name
     torch.manual_seed(seed)
-    if not Path(cfg).is_file():
+    if not is_path:
         try:
             return DetectionModel(cfg, verbose=False)
         except FileNotFoundError:
@@ -272,7 +274,7 @@ def build_model(name: str, seed: int = 0) -> Any:
     import yolo_ext  # registers our modules with Ultralytics' parser and knows where our YAMLs live
 
     torch.manual_seed(seed)
-    return DetectionModel(cfg if Path(cfg).is_file() else str(yolo_ext.model_yaml(cfg)), verbose=False)
+    return DetectionModel(cfg if is_path else str(yolo_ext.model_yaml(cfg)), verbose=False)
 
 
 def save_checkpoint(name: str, path: Path, seed: int = 0) -> Path:
