@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported: nothing may be downloaded
+from harness import log, markdown_table  # sets YOLO_OFFLINE before Ultralytics is imported: nothing downloaded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd" / "data.yaml"
@@ -60,10 +60,6 @@ VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs bel
     "lamp-rewind-f15": {"criterion": "lamp", "global": True, "recipe": "rewind", "fraction": 0.15},
     "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -289,21 +285,21 @@ def summarize(jobs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for path in sorted((args.out / "records").glob("*.json")):
         r = json.loads(path.read_text())
         records[r["key"]] = r
-    lines = [f"BCCD val, imgsz {args.imgsz}, E = {args.epochs}, F = {round(args.finetune_fraction * args.epochs)}, "
-             f"target -{args.target_params:.0%} params, seeds {args.seeds}", "",
-             "| run | params | GFLOPs | mAP50-95 mean | spread (half range) | per seed | mAP50 mean | epochs curve end |",
-             "|---|---:|---:|---:|---:|---|---:|---|"]
     groups: dict[str, list[dict]] = {}
     for r in records.values():
         groups.setdefault(r["name"], []).append(r)
+    rows = []
     for name, rs in groups.items():
         maps = [r["map"] for r in sorted(rs, key=lambda r: r["seed"])]
         mean = sum(maps) / len(maps)
         spread = (max(maps) - min(maps)) / 2
         tail = rs[0]["curve"][-3:] if rs[0].get("curve") else []
-        lines.append(f"| {name} | {rs[0]['params']:,} | {rs[0]['gflops']:.2f} | {mean:.4f} | {spread:.4f} | "
-                     f"{' / '.join(f'{m:.4f}' for m in maps)} | {sum(r['map50'] for r in rs) / len(rs):.4f} | "
-                     f"{tail} |")
+        rows.append([name, f"{rs[0]['params']:,}", f"{rs[0]['gflops']:.2f}", f"{mean:.4f}", f"{spread:.4f}",
+                     " / ".join(f"{m:.4f}" for m in maps), f"{sum(r['map50'] for r in rs) / len(rs):.4f}", tail])
+    lines = [f"BCCD val, imgsz {args.imgsz}, E = {args.epochs}, F = {round(args.finetune_fraction * args.epochs)}, "
+             f"target -{args.target_params:.0%} params, seeds {args.seeds}", "",
+             markdown_table(["run", "params", "GFLOPs", "mAP50-95 mean", "spread (half range)", "per seed",
+                             "mAP50 mean", "epochs curve end"], "lrrrrlrl", rows)]
     for key in ("base", "sparse"):
         if key in records and "plateau" in records[key]:
             lines.append(f"\n{key} plateau check: {records[key]['plateau']}")

@@ -1,56 +1,28 @@
 """What do yolo_ext's attention modules cost, in a YOLO11n and against textbook implementations of the same modules?
 
-Part 1, models: plain yolo11n (`yolo11n.yaml`) next to every shipped yolo_ext YAML of the family at that scale
-(CoordAtt, MCA, ContextAggregation at P3 / P3P5 / P3P4P5, C3k2_RVB_SE), each built with random weights (seed 0):
-  params, GFLOPs      all parameters; `ultralytics.utils.torch_utils.get_flops(model, 640)` (thop: counts convs and
-                      matmuls, not the attention's pooling / std / softmax / gating element-wise work);
-  latency             batch 1, `--imgsz` 640, CPU: the fused FP32 model in PyTorch and the ONNX file Ultralytics'
-                      exporter writes for it in ONNX Runtime; all models in one round-robin (`--warmup` + `--runs`
-                      rounds, the starting model rotating), median;
-  training memory     one training step (forward, `model.loss` on a synthetic batch of 2 boxes per image, backward)
-                      at `--mem-batch` 4, `--mem-imgsz` 320, in a fresh child process per model and repeat
-                      (`--mem-repeats`, interleaved, median). Reported: the step's peak RSS growth (VmHWM after the
-                      step, with the high-water mark reset through /proc/self/clear_refs after a warm-up step, minus
-                      VmRSS before it: activations, gradients, workspaces), and the bytes autograd saves for backward
-                      (saved_tensors_hooks, unique storages, parameters excluded: deterministic). Children run with
-                      MALLOC_MMAP_THRESHOLD_=65536, so glibc returns freed tensors to the OS and RSS follows live memory
-                      (which also makes their steps slow: their step time is in the JSON only).
-  The project's targets for the channel-preserving attention layers at the neck outputs (CoordAtt, MCA,
-  ContextAggregation): under +5% latency and under +10% training memory vs plain yolo11n (✗ marks a miss).
-Part 2, modules: ours (`yolo_ext.nn`) vs a straightforward textbook implementation written here (adaptive pools,
-separate BN, `torch.std`, `.contiguous()` permutes and a loop over MCA's three gates, `view`/`bmm`), same weights
-(outputs compared), at the yolo11n neck shapes C=64@80x80, 128@40x40, 256@20x20, batch 1 and 4: forward (eval,
-inference mode) and forward+backward (train mode), interleaved, median time per call; plus the bytes saved for
-backward. Where ours is >10% slower than the textbook module, both are profiled (torch.profiler, self CPU time by op)
-at the worst shape, so the op responsible is named (`--profile all`: every module, at the shape where ours
-compares worst). Module timings run with glibc told to keep freed memory (mallopt: no trimming, no mmap below
-32 MB): with its defaults the page faults of re-grown heap pages depend on allocation history and made the first
-shape timed up to 10x slower for both implementations. Every sample is also timed in thread CPU time
-(`time.thread_time`; with one torch thread all work runs on the calling thread), which leaves out the time spent
-waiting for a core while other processes run: the noise-resistant cross-check shown in parentheses.
+Part 1, models: plain yolo11n next to every shipped yolo_ext YAML of the family at that scale (random weights, seed
+0): params, GFLOPs (`get_flops`: thop counts convs and matmuls, not the attention's element-wise work), CPU latency at
+batch 1 (fused PyTorch and the ONNX export in ONNX Runtime, all models in one round-robin, median), the attention
+layers' own time, and one training step's memory at `--mem-batch` / `--mem-imgsz` in a fresh child per model and
+repeat (peak RSS growth via VmHWM reset through /proc/self/clear_refs, and the bytes autograd saves for backward;
+children run with MALLOC_MMAP_THRESHOLD_=65536 so RSS follows live memory). Targets for CoordAtt, MCA and
+ContextAggregation at the neck: under +5% latency and +10% training memory vs plain yolo11n (✗ marks a miss).
+Part 2, modules: ours (`yolo_ext.nn`) vs a textbook implementation written here (adaptive pools, separate BN,
+`torch.std`, `.contiguous()` permutes, a loop over MCA's gates, `view`/`bmm`), same weights, at the yolo11n neck
+shapes, batch 1 and 4: forward and forward+backward, interleaved, median per call, plus bytes saved for backward.
+Where ours is >10% slower both are profiled (`--profile all`: every module). Module timings keep freed memory
+(`harness.keep_freed_memory`); thread CPU time in parentheses is the noise-resistant cross-check.
 
-Usage:
-  python benchmarks/modules.py                                 # both parts, defaults below
+  python benchmarks/modules.py                                 # both parts
   python benchmarks/modules.py --parts modules --profile all     # only the module comparison, with op profiles
-  options: --family yolo11 --scale n --imgsz 640 --runs 30 --warmup 5 --threads 1 --mem-batch 4 --mem-imgsz 320
-           --mem-repeats 3 --module-runs 30 --parts models modules --malloc default|keep --profile auto|all|none
-           --json PATH
-1 torch thread and 1 ONNX Runtime intra-op thread by default (`--threads`): the dev machine has 2 cores shared with
-other work. Needs no weights or network (YOLO_OFFLINE=1).
-
-Duration on the 2-core AMD EPYC (AVX-512) dev machine, another developer's test suite keeping ~1 core busy: about
-3.5 min for the full default run (209 s measured with `--profile all`, 180-195 s for earlier versions without the
-attention-layer breakdown); `--parts modules` alone ~20 s at `--module-runs 9`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import gc
 import json
-import logging
 import math
 import os
 import statistics
@@ -58,16 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported: never reach for the network
-
+import harness  # noqa: I001 (first: sets YOLO_OFFLINE before Ultralytics is imported)
 import torch
 import torch.nn.functional as F
+from harness import log, markdown_table
 from torch import nn
 
 LAT_TARGET = 0.05  # +5% latency
@@ -244,22 +214,6 @@ def module_pairs() -> dict[str, Callable[[int], tuple[nn.Module, nn.Module]]]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def cpu_snapshot() -> tuple[float, float, float]:
-    """(wall s, busy CPU s of the whole machine, CPU s of this process and its finished children)."""
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    t = os.times()
-    return time.monotonic(), (sum(vals[:8]) - idle) / tick, t.user + t.system + t.children_user + t.children_system
-
-
-def other_load(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
-    """Average number of cores other processes kept busy between two snapshots."""
-    wall = max(end[0] - start[0], 1e-9)
-    return max(0.0, (end[1] - start[1]) - (end[2] - start[2])) / wall
-
-
 def saved_bytes(fn: Callable[[], torch.Tensor], exclude: set[int]) -> tuple[torch.Tensor, int]:
     """Run `fn` and count the bytes autograd saves for backward (unique storages, `exclude`d pointers left out)."""
     seen: dict[int, int] = {}
@@ -275,37 +229,6 @@ def saved_bytes(fn: Callable[[], torch.Tensor], exclude: set[int]) -> tuple[torc
     return out, sum(seen.values())
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory (no trimming, no mmap below 32 MB); True if it took.
-
-    With glibc's defaults, whether a freed tensor's pages go back to the OS depends on the allocation history
-    (dynamic mmap threshold, heap trimming), so the same call can pay hundreds of page faults in one place and none
-    in another: up to 10x on the first shape timed in a process. Module timings compare compute, so they keep memory.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-1, 1 << 30)) and bool(libc.mallopt(-3, 32 << 20))  # M_TRIM_, M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
-def _proc_status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def build_model(cfg: str) -> nn.Module:
-    """A DetectionModel from a bundled Ultralytics YAML or a yolo_ext YAML path, random weights (seed 0)."""
-    from ultralytics.nn.tasks import DetectionModel
-
-    import yolo_ext  # noqa: F401 (registers the modules with Ultralytics' parser)
-
-    torch.manual_seed(0)
-    return DetectionModel(cfg, verbose=False)
-
 
 def synthetic_batch(n: int, imgsz: int) -> dict[str, torch.Tensor]:
     """A detection batch Ultralytics' loss accepts: n images, 2 boxes each (normalised xywh), fixed seed."""
@@ -318,13 +241,14 @@ def synthetic_batch(n: int, imgsz: int) -> dict[str, torch.Tensor]:
     }
 
 
+
 def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, Any]:
     """In a fresh process: one training step's peak RSS growth, saved-for-backward bytes and time."""
     from ultralytics.cfg import get_cfg
     from ultralytics.utils import DEFAULT_CFG
 
     torch.set_num_threads(threads)
-    model = build_model(cfg)
+    model = harness.build_model(cfg)
     model.args = get_cfg(DEFAULT_CFG)  # the loss reads its gains from here, as during training
     model.train()
     data = synthetic_batch(batch, imgsz)
@@ -345,7 +269,7 @@ def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, An
     step().backward()  # warm-up: one-off allocations (oneDNN primitives, loss buffers) are not the step's
     model.zero_grad(set_to_none=True)
     gc.collect()
-    rss0 = _proc_status_kb("VmRSS")
+    rss0 = harness.proc_status_kb("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
@@ -355,7 +279,7 @@ def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, An
     t0 = time.perf_counter()
     step().backward()
     step_s = time.perf_counter() - t0
-    hwm = _proc_status_kb("VmHWM")
+    hwm = harness.proc_status_kb("VmHWM")
     model.zero_grad(set_to_none=True)
     gc.collect()
     loss, saved = saved_bytes(step, params)
@@ -404,91 +328,46 @@ def model_configs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
+
 def part_models(args: argparse.Namespace) -> dict[str, Any]:
     """Params, GFLOPs, latency (PyTorch and ONNX Runtime) and training memory of each model vs the plain one."""
-    if args.malloc == "keep" and not keep_freed_memory():
+    if args.malloc == "keep" and not harness.keep_freed_memory():
         print("WARNING: could not set glibc malloc options; timing with the defaults", file=sys.stderr)
-    import onnxruntime as ort
-    from ultralytics import YOLO
-    from ultralytics.utils import LOGGER
     from ultralytics.utils.torch_utils import get_flops
 
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
-    from yolo_ext.prune.report import fused_copy
-
-    LOGGER.setLevel(logging.WARNING)
     configs = model_configs(args)
     rows: dict[str, dict[str, Any]] = {}
-    runners: dict[str, tuple[nn.Module, Any]] = {}
+    runs: dict[str, harness.Deployed] = {}
     x = torch.rand(1, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(2))
     with tempfile.TemporaryDirectory(prefix="yolo_ext_modules_") as d:
         for label, cfg in configs:
-            model = build_model(cfg)
-            rows[label] = {
-                "cfg": cfg,
-                "params": sum(p.numel() for p in model.parameters()),
-                "gflops": get_flops(model, args.imgsz),
-            }
-            torch.manual_seed(0)
-            pt = Path(d) / label.replace(".yaml", ".pt")
-            yolo = YOLO(cfg)
-            yolo.save(pt)
-            _, loaded = load_detection_checkpoint(pt)
-            fused = fused_copy(loaded)
-            onnx_path = YOLO(str(pt)).export(format="onnx", imgsz=args.imgsz, simplify=False, verbose=False)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = args.threads
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-            with torch.inference_mode():
-                ref = fused(x)
-            while isinstance(ref, (list, tuple)):
-                ref = ref[0]
-            got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-            rows[label]["ort_max_diff"] = float(abs(got - ref.numpy()).max())
-            runners[label] = (fused, sess)
-            rows[label]["onnx"] = str(onnx_path)
-            print(f"[models] built and exported {label}", file=sys.stderr, flush=True)
+            model = harness.build_model(cfg)
+            rows[label] = {"cfg": cfg, "params": harness.n_params(model), "gflops": get_flops(model, args.imgsz)}
+            pt = harness.save_checkpoint(cfg, Path(d) / label.replace(".yaml", ".pt"))
+            runs[label] = harness.deploy(pt, args.imgsz, args.threads, x)
+            rows[label]["ort_max_diff"] = runs[label].ort_max_diff
+            rows[label]["onnx"] = str(runs[label].onnx_path)
+            log(f"[models] built and exported {label}")
 
-        # Latency: every model in both backends per round, starting model rotating.
-        labels = list(runners)
-        times = {lab: {"torch": [], "ort": [], "torch_cpu": [], "ort_cpu": []} for lab in labels}
-        feed = x.numpy()
-        snap = cpu_snapshot()
-        with torch.inference_mode():
-            for r in range(args.warmup + args.runs):
-                for j in range(len(labels)):
-                    lab = labels[(r + j) % len(labels)]
-                    fused, sess = runners[lab]
-                    c0, t0 = time.thread_time(), time.perf_counter()
-                    fused(x)
-                    c1, t1 = time.thread_time(), time.perf_counter()
-                    sess.run(None, {sess.get_inputs()[0].name: feed})
-                    c2, t2 = time.thread_time(), time.perf_counter()
-                    if r >= args.warmup:
-                        times[lab]["torch"].append(1000 * (t1 - t0))
-                        times[lab]["ort"].append(1000 * (t2 - t1))
-                        times[lab]["torch_cpu"].append(1000 * (c1 - c0))
-                        times[lab]["ort_cpu"].append(1000 * (c2 - c1))
-        lat_load = other_load(snap, cpu_snapshot())
-        print(f"[models] latency rounds done (other processes busy {lat_load:.2f} cores)", file=sys.stderr, flush=True)
-        for label, (fused, _) in runners.items():
+        with harness.other_load() as lat_load, torch.inference_mode():
+            samples = harness.interleaved([r.runners(x) for r in runs.values()], args.runs, args.warmup)
+        log(f"[models] latency rounds done (other processes busy {lat_load.cores:.2f} cores)")
+        for (label, r), (t, o) in zip(runs.items(), samples):
+            rows[label]["times_ms"] = {"torch": t.wall, "ort": o.wall, "torch_cpu": t.cpu, "ort_cpu": o.cpu}
+            rows[label]["latency_ms"] = {"torch": t.median, "ort": o.median, "torch_cpu": t.median_cpu,
+                                         "ort_cpu": o.median_cpu}
             if label != configs[0][0]:
-                rows[label]["attention"] = attention_breakdown(fused, Path(rows[label]["onnx"]), x, args, Path(d))
-        runners.clear()
+                rows[label]["attention"] = attention_breakdown(r, x, args, Path(d))
+        runs.clear()
 
     # Training memory: fresh child per (model, repeat), models interleaved within each repeat.
     mem: dict[str, list[dict[str, Any]]] = {lab: [] for lab, _ in configs}
-    snap = cpu_snapshot()
-    for rep in range(args.mem_repeats):
-        for label, cfg in configs:
-            mem[label].append(run_memory_child(cfg, args))
-        print(f"[models] memory repeat {rep + 1}/{args.mem_repeats} done", file=sys.stderr, flush=True)
-    mem_load = other_load(snap, cpu_snapshot())
-
+    with harness.other_load() as mem_load:
+        for rep in range(args.mem_repeats):
+            for label, cfg in configs:
+                mem[label].append(run_memory_child(cfg, args))
+            log(f"[models] memory repeat {rep + 1}/{args.mem_repeats} done")
     for label, row in rows.items():
-        row["times_ms"] = times[label]
-        row["latency_ms"] = {b: statistics.median(v) for b, v in times[label].items()}
         row["memory_runs"] = mem[label]
         row["memory"] = {
             k: statistics.median(m[k] for m in mem[label])
@@ -498,92 +377,52 @@ def part_models(args: argparse.Namespace) -> dict[str, Any]:
     plain = configs[0][0]
     print_models(rows, plain, args)
     print_attention(rows, plain)
-    return {"rows": rows, "plain": plain, "latency_other_load": lat_load, "memory_other_load": mem_load}
+    return {"rows": rows, "plain": plain, "latency_other_load": lat_load.cores, "memory_other_load": mem_load.cores}
 
 
 ATTENTION_TYPES = ("CoordAtt", "MCA", "ContextAggregation")
 
 
-def attention_breakdown(
-    model: nn.Module, onnx_path: Path, x: torch.Tensor, args: argparse.Namespace, tmp: Path
-) -> dict[str, Any]:
+def attention_breakdown(run: harness.Deployed, x: torch.Tensor, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Own time of the attention layers of a model: PyTorch thread CPU ms (hooks), ONNX Runtime kernel ms by op.
 
     Says how much of a model's latency change the attention layers themselves explain, and which ONNX ops they
     spend it in (node names carry the layer index as `/model.i/`).
     """
-    import onnxruntime as ort
-
+    model = run.torch_model
     idx = [i for i, m in enumerate(model.model) if type(m).__name__ in ATTENTION_TYPES]
     reps = max(5, min(15, args.runs))
-    times: dict[int, list[float]] = {i: [] for i in idx}
-    starts: dict[int, float] = {}
-    handles = []
-    for i in idx:
-        layer = model.model[i]
-        handles.append(layer.register_forward_pre_hook(lambda m, a, i=i: starts.__setitem__(i, time.thread_time())))
-        handles.append(
-            layer.register_forward_hook(lambda m, a, o, i=i: times[i].append(1000 * (time.thread_time() - starts[i])))
-        )
-    total = []
-    with torch.inference_mode():
-        for _ in range(2 + reps):
-            c0 = time.thread_time()
-            model(x)
-            total.append(1000 * (time.thread_time() - c0))
-    for h in handles:
-        h.remove()
-    torch_ms = sum(statistics.median(v[2:]) for v in times.values())
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.enable_profiling = True
-    so.profile_file_prefix = str(tmp / f"attprof-{onnx_path.stem}")
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x.numpy()}
-    for _ in range(2 + reps):
-        sess.run(None, feed)
-    with open(sess.end_profiling()) as f:
-        events = json.load(f)
-    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    t_cut = runs[2]["ts"] if len(runs) > 2 else 0
+    layer_ms, total_ms = harness.layer_cpu_ms(model, {str(i): model.model[i] for i in idx}, x, reps)
+    nodes = harness.ort_node_ms(run.onnx_path, x.numpy(), reps, args.threads, str(tmp / f"attprof-{run.onnx_path.stem}"))
     prefixes = tuple(f"/model.{i}/" for i in idx)
     by_op: dict[str, float] = {}
-    ort_total = 0.0
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t_cut:
-            continue
-        ms = e["dur"] / 1000 / reps
-        ort_total += ms
-        if e["name"].startswith(prefixes):
-            op = e.get("args", {}).get("op_name", "?")
+    for node, op, ms in nodes:
+        if node.startswith(prefixes):
             by_op[op] = by_op.get(op, 0.0) + ms
     return {
         "layers": idx,
-        "torch_ms": torch_ms,
-        "torch_total_ms": statistics.median(total[2:]),
+        "torch_ms": sum(layer_ms.values()),
+        "torch_total_ms": total_ms,
         "ort_ms": sum(by_op.values()),
-        "ort_total_ms": ort_total,
+        "ort_total_ms": sum(ms for _, _, ms in nodes),
         "ort_ops_ms": by_op,
     }
 
 
 def print_attention(rows: dict[str, dict[str, Any]], plain: str) -> None:
     """How much time the attention layers themselves take, and in which ONNX ops."""
-    print("\n### Own time of the attention layers (thread CPU ms per image; share of the whole model)\n")
-    print("| model | layers | PyTorch ms | share | ORT ms | share | top ONNX Runtime ops in them (ms) |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    table = []
     for label, r in rows.items():
         a = r.get("attention")
         if label == plain or not a or not a["layers"]:
             continue
         top = sorted(a["ort_ops_ms"].items(), key=lambda kv: -kv[1])[:4]
-        print(
-            f"| {label} | {', '.join(map(str, a['layers']))} | {a['torch_ms']:.2f} | "
-            f"{100 * a['torch_ms'] / a['torch_total_ms']:.1f}% | {a['ort_ms']:.2f} | "
-            f"{100 * a['ort_ms'] / a['ort_total_ms']:.1f}% | " + ", ".join(f"{k} {v:.2f}" for k, v in top) + " |"
-        )
+        table.append([label, ", ".join(map(str, a["layers"])), f"{a['torch_ms']:.2f}",
+                      f"{100 * a['torch_ms'] / a['torch_total_ms']:.1f}%", f"{a['ort_ms']:.2f}",
+                      f"{100 * a['ort_ms'] / a['ort_total_ms']:.1f}%", ", ".join(f"{k} {v:.2f}" for k, v in top)])
+    print("\n### Own time of the attention layers (thread CPU ms per image; share of the whole model)\n")
+    print(markdown_table(["model", "layers", "PyTorch ms", "share", "ORT ms", "share",
+                          "top ONNX Runtime ops in them (ms)"], "llrrrrl", table))
 
 
 def _pct(v: float, base: float) -> float:
@@ -593,16 +432,7 @@ def _pct(v: float, base: float) -> float:
 def print_models(rows: dict[str, dict[str, Any]], plain: str, args: argparse.Namespace) -> None:
     """Absolute numbers and the change vs the plain model; ✗ marks a missed target."""
     b = rows[plain]
-    print(
-        f"\n### Models vs plain {plain}: params, GFLOPs@{args.imgsz}, CPU latency (batch 1, imgsz {args.imgsz}, "
-        f"{args.threads} thread, median of {args.runs} interleaved runs), training step at batch {args.mem_batch}, "
-        f"imgsz {args.mem_imgsz} (median of {args.mem_repeats} fresh processes)\n"
-    )
-    print(
-        "| model | params | GFLOPs | PyTorch ms | Δ (Δ CPU time) | ORT ms | Δ (Δ CPU time) "
-        "| step peak RSS growth MB | Δ | saved for backward MB | Δ |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    table = []
     for label, r in rows.items():
         attention = label != plain and "rvb" not in label  # targets apply to the attention layers at the neck
         cells = [label, f"{r['params']:,} ({_pct(r['params'], b['params']):+.1f}%)", f"{r['gflops']:.2f}"]
@@ -615,7 +445,14 @@ def print_models(rows: dict[str, dict[str, Any]], plain: str, args: argparse.Nam
             v, d = r["memory"][key], _pct(r["memory"][key], b["memory"][key])
             miss = " ✗" if attention and d > 100 * MEM_TARGET else ""
             cells += [f"{v:.0f}", f"{d:+.1f}%{miss}" if label != plain else "-"]
-        print("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    print(
+        f"\n### Models vs plain {plain}: params, GFLOPs@{args.imgsz}, CPU latency (batch 1, imgsz {args.imgsz}, "
+        f"{args.threads} thread, median of {args.runs} interleaved runs), training step at batch {args.mem_batch}, "
+        f"imgsz {args.mem_imgsz} (median of {args.mem_repeats} fresh processes)\n"
+    )
+    print(markdown_table(["model", "params", "GFLOPs", "PyTorch ms", "Δ (Δ CPU time)", "ORT ms", "Δ (Δ CPU time)",
+                          "step peak RSS growth MB", "Δ", "saved for backward MB", "Δ"], "lrrrrrrrrrr", table))
     loss = {r["loss"] for r in rows.values()}
     print(
         f"\nTraining step = forward + {'/'.join(loss)} + backward. Total peak RSS of the step (incl. ~"
@@ -648,130 +485,101 @@ def _inner_count(m: nn.Module, x: torch.Tensor, g: torch.Tensor | None, target_s
 
 
 def time_pair(ours: nn.Module, ref: nn.Module, x: torch.Tensor, train: bool, runs: int) -> dict[str, float]:
-    """Median ms per call of ours and of the textbook module, wall clock and thread CPU time, samples alternating
-    (which goes first alternates)."""
+    """Median ms per call of ours and of the textbook module, wall clock and thread CPU time, samples alternating."""
     mods = (ours, ref)
     for m in mods:
         m.train(train)
     g = torch.randn_like(x) if train else None
     xs = [x.detach().clone().requires_grad_(train) for _ in mods]
-    ctx = torch.enable_grad() if train else torch.inference_mode()
-    with ctx:
+    with torch.enable_grad() if train else torch.inference_mode():
         for m, xi in zip(mods, xs):
             for _ in range(3):
                 _call(m, xi, g)
-        k = max(_inner_count(m, xi, g) for m, xi in zip(mods, xs))
-        wall: list[list[float]] = [[], []]
-        cpu: list[list[float]] = [[], []]
-        for r in range(runs):
-            order = (0, 1) if r % 2 == 0 else (1, 0)
-            for i in order:
-                c0, t0 = time.thread_time(), time.perf_counter()
-                for _ in range(k):
-                    _call(mods[i], xs[i], g)
-                c1, t1 = time.thread_time(), time.perf_counter()
-                wall[i].append(1000 * (t1 - t0) / k)
-                cpu[i].append(1000 * (c1 - c0) / k)
-    med = statistics.median
-    return {
-        "ours_ms": med(wall[0]),
-        "textbook_ms": med(wall[1]),
-        "ours_cpu_ms": med(cpu[0]),
-        "textbook_cpu_ms": med(cpu[1]),
-    }
+        k = max(_inner_count(m, xi, g) for m, xi in zip(mods, xs))  # calls per sample
+
+        def sample(m: nn.Module, xi: torch.Tensor) -> Callable[[], None]:
+            return lambda: [_call(m, xi, g) for _ in range(k)]
+
+        (o,), (t,) = harness.interleaved([[sample(m, xi)] for m, xi in zip(mods, xs)], runs)
+    return {"ours_ms": o.median / k, "textbook_ms": t.median / k,
+            "ours_cpu_ms": o.median_cpu / k, "textbook_cpu_ms": t.median_cpu / k}
 
 
 def profile_pair(ours: nn.Module, ref: nn.Module, x: torch.Tensor, train: bool, reps: int = 20) -> dict[str, Any]:
     """Self CPU ms per op per call (torch.profiler), ours and textbook, two interleaved samples each, op-wise min."""
-    from torch.profiler import ProfilerActivity, profile
-
     g = torch.randn_like(x) if train else None
     res: dict[str, list[dict[str, float]]] = {"ours": [], "textbook": []}
     for _ in range(2):
         for key, m in (("ours", ours), ("textbook", ref)):
             m.train(train)
             xi = x.detach().clone().requires_grad_(train)
-            ctx = torch.enable_grad() if train else torch.inference_mode()
-            with ctx:
+            with torch.enable_grad() if train else torch.inference_mode():
                 for _ in range(3):
                     _call(m, xi, g)
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for _ in range(reps):
-                        _call(m, xi, g)
-            res[key].append({e.key: e.self_cpu_time_total / 1000 / reps for e in prof.key_averages()})
-    return {k: {op: min(s.get(op, 0.0) for s in v) for op in set().union(*v)} for k, v in res.items()}
+                res[key].append(harness.torch_op_ms(functools.partial(_call, m, xi, g), reps))
+    return {k: harness.opwise_min(v) for k, v in res.items()}
 
 
 def print_profile(name: str, shape: tuple[int, int, int, int], train: bool, prof: dict[str, Any]) -> None:
     """Top ops by |ours - textbook| self time."""
     ours, ref = prof["ours"], prof["textbook"]
+    ops = sorted(set(ours) | set(ref), key=lambda o: -abs(ours.get(o, 0.0) - ref.get(o, 0.0)))
+    rows = [[op, f"{a:.3f}", f"{b:.3f}", f"{a - b:+.3f}"]
+            for op in ops[:10] if max(a := ours.get(op, 0.0), b := ref.get(op, 0.0)) >= 0.005]
+    a, b = sum(ours.values()), sum(ref.values())
+    rows.append(["all ops", f"{a:.3f}", f"{b:.3f}", f"{a - b:+.3f}"])
     mode = "forward+backward (train)" if train else "forward (eval)"
     print(f"\n#### {name}, {mode}, input {tuple(shape)}: self CPU ms per call by op (torch.profiler)\n")
-    print("| op | ours | textbook | ours − textbook |")
-    print("|---|---:|---:|---:|")
-    ops = sorted(set(ours) | set(ref), key=lambda o: -abs(ours.get(o, 0.0) - ref.get(o, 0.0)))
-    for op in ops[:10]:
-        a, b = ours.get(op, 0.0), ref.get(op, 0.0)
-        if max(a, b) >= 0.005:
-            print(f"| {op} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
-    a, b = sum(ours.values()), sum(ref.values())
-    print(f"| all ops | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
+    print(markdown_table(["op", "ours", "textbook", "ours − textbook"], "lrrr", rows))
 
 
 def part_modules(args: argparse.Namespace) -> dict[str, Any]:
     """Ours vs textbook per module, shape, batch and mode; profiles where ours is clearly slower."""
     pairs = module_pairs()
-    kept = keep_freed_memory()
+    kept = harness.keep_freed_memory()
     records: list[dict[str, Any]] = []
-    snap = cpu_snapshot()
-    for name, make in pairs.items():
-        for c, s in SHAPES:
-            torch.manual_seed(0)
-            ours, ref = make(c)
-            for n in BATCHES:
-                x = torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(1))
-                ours.eval(), ref.eval()
-                with torch.no_grad():
-                    diff = float((ours(x) - ref(x)).abs().max())
-                rec: dict[str, Any] = {"module": name, "shape": [n, c, s, s], "max_diff": diff}
-                for train in (False, True):
-                    rec["fwd_bwd" if train else "fwd"] = time_pair(ours, ref, x, train, args.module_runs)
-                for key, m in (("ours", ours), ("textbook", ref)):
-                    m.train()
-                    xi = x.clone().requires_grad_(True)
-                    exclude = {p.untyped_storage().data_ptr() for p in m.parameters()}
-                    exclude.add(xi.untyped_storage().data_ptr())  # the input is live anyway in a network
-                    out, nbytes = saved_bytes(functools.partial(m, xi), exclude)
-                    out.sum().backward()
-                    rec[f"saved_mb_{key}"] = nbytes / 2**20
-                records.append(rec)
-        print(f"[modules] {name} done", file=sys.stderr, flush=True)
-    load = other_load(snap, cpu_snapshot())
-
-    print(
-        f"\n### Our modules vs textbook implementations: median ms per call, wall clock ({args.threads} thread, "
-        f"{args.module_runs} interleaved samples); ratio ours/textbook (<1: ours faster) by wall clock and, in "
-        "parentheses, by thread CPU time; MB autograd saves for backward\n"
-    )
-    print(
-        "| module | input (N, C, H, W) | fwd ours | fwd textbook | fwd ratio | fwd+bwd ours | fwd+bwd textbook "
-        "| fwd+bwd ratio | saved MB ours / textbook | max abs diff |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with harness.other_load() as load:
+        for name, make in pairs.items():
+            for c, s in SHAPES:
+                torch.manual_seed(0)
+                ours, ref = make(c)
+                for n in BATCHES:
+                    x = torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(1))
+                    ours.eval(), ref.eval()
+                    with torch.no_grad():
+                        diff = float((ours(x) - ref(x)).abs().max())
+                    rec: dict[str, Any] = {"module": name, "shape": [n, c, s, s], "max_diff": diff}
+                    for train in (False, True):
+                        rec["fwd_bwd" if train else "fwd"] = time_pair(ours, ref, x, train, args.module_runs)
+                    for key, m in (("ours", ours), ("textbook", ref)):
+                        m.train()
+                        xi = x.clone().requires_grad_(True)
+                        exclude = {p.untyped_storage().data_ptr() for p in m.parameters()}
+                        exclude.add(xi.untyped_storage().data_ptr())  # the input is live anyway in a network
+                        out, nbytes = saved_bytes(functools.partial(m, xi), exclude)
+                        out.sum().backward()
+                        rec[f"saved_mb_{key}"] = nbytes / 2**20
+                    records.append(rec)
+            log(f"[modules] {name} done")
 
     def ratio(t: dict[str, float]) -> str:
         rw, rc = t["ours_ms"] / t["textbook_ms"], t["ours_cpu_ms"] / t["textbook_cpu_ms"]
         return f"{rw:.2f} ({rc:.2f})" + (" ▲" if rc > SLOWER else "")
 
-    for r in records:
-        f, fb = r["fwd"], r["fwd_bwd"]
-        print(
-            f"| {r['module']} | {tuple(r['shape'])} | {f['ours_ms']:.3f} | {f['textbook_ms']:.3f} | {ratio(f)} | "
-            f"{fb['ours_ms']:.3f} | {fb['textbook_ms']:.3f} | {ratio(fb)} | "
-            f"{r['saved_mb_ours']:.1f} / {r['saved_mb_textbook']:.1f} | {r['max_diff']:.1e} |"
-        )
+    rows = [[r["module"], tuple(r["shape"]), f"{r['fwd']['ours_ms']:.3f}", f"{r['fwd']['textbook_ms']:.3f}",
+             ratio(r["fwd"]), f"{r['fwd_bwd']['ours_ms']:.3f}", f"{r['fwd_bwd']['textbook_ms']:.3f}",
+             ratio(r["fwd_bwd"]), f"{r['saved_mb_ours']:.1f} / {r['saved_mb_textbook']:.1f}", f"{r['max_diff']:.1e}"]
+            for r in records]
     print(
-        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept {load:.2f} cores "
+        f"\n### Our modules vs textbook implementations: median ms per call, wall clock ({args.threads} thread, "
+        f"{args.module_runs} interleaved samples); ratio ours/textbook (<1: ours faster) by wall clock and, in "
+        "parentheses, by thread CPU time; MB autograd saves for backward\n"
+    )
+    print(markdown_table(["module", "input (N, C, H, W)", "fwd ours", "fwd textbook", "fwd ratio", "fwd+bwd ours",
+                          "fwd+bwd textbook", "fwd+bwd ratio", "saved MB ours / textbook", "max abs diff"],
+                         "llrrrrrrrr", rows))
+    print(
+        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept {load.cores:.2f} cores "
         f"busy on average. glibc kept freed memory: {kept}. Max abs diff: outputs of ours and the textbook module "
         "with the same weights (MCA's textbook std is torch.std's unbiased one, ours the population std)."
     )
@@ -779,12 +587,13 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
     def gmean(rs: list[dict[str, Any]], key: str, suffix: str) -> float:
         return math.exp(statistics.mean(math.log(r[key][f"ours{suffix}"] / r[key][f"textbook{suffix}"]) for r in rs))
 
-    print("\n| module | geometric mean ratio ours/textbook, fwd: wall (CPU time) | fwd+bwd: wall (CPU time) |")
-    print("|---|---:|---:|")
+    rows = []
     for name in pairs:
         rs = [r for r in records if r["module"] == name]
-        cells = [f"{gmean(rs, k, '_ms'):.2f} ({gmean(rs, k, '_cpu_ms'):.2f})" for k in ("fwd", "fwd_bwd")]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        rows.append([name, *(f"{gmean(rs, k, '_ms'):.2f} ({gmean(rs, k, '_cpu_ms'):.2f})" for k in ("fwd", "fwd_bwd"))])
+    print()
+    print(markdown_table(["module", "geometric mean ratio ours/textbook, fwd: wall (CPU time)",
+                          "fwd+bwd: wall (CPU time)"], "lrr", rows))
 
     profiles: list[dict[str, Any]] = []
     if args.profile != "none":
@@ -801,14 +610,14 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
                 prof = profile_pair(ours, ref, x, train)
                 print_profile(name, (n, c, s, s), train, prof)
                 profiles.append({"module": name, "mode": key, "shape": [n, c, s, s], "ops_ms": prof})
-    return {"records": records, "other_load": load, "profiles": profiles, "malloc_keep": kept}
+    return {"records": records, "other_load": load.cores, "profiles": profiles, "malloc_keep": kept}
 
 
 # --------------------------------------------------------------------------------------------------------------------
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line options; the commands in RESULTS_latency_modules.md give the numbers there."""
+    """Command-line options; the commands in RESULTS.md give the numbers there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["models", "modules"], choices=["models", "modules"])
     parser.add_argument("--family", default="yolo11", help="model family whose shipped YAMLs are compared")
@@ -841,26 +650,19 @@ def main(args: argparse.Namespace) -> None:
     if args.child_mem:
         print(json.dumps(child_memory(args.child_mem, args.mem_batch, args.mem_imgsz, args.threads)))
         return
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    t_start = time.monotonic()
-    load_before = os.getloadavg()
-    out: dict[str, Any] = {"args": vars(args), "date": datetime.now().isoformat(timespec="seconds")}
+    harness.setup(args.threads)
+    clock = harness.RunClock()
+    out: dict[str, Any] = {"args": vars(args)}
     if "models" in args.parts:
         out["models"] = part_models(args)
     if "modules" in args.parts:
         out["modules"] = part_modules(args)
-    out["total_s"] = time.monotonic() - t_start
+    out["total_s"] = clock.seconds
     import onnxruntime as ort
 
-    print(
-        f"\nTotal {out['total_s']:.0f} s. {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
-        f"thread), onnxruntime {ort.__version__}; 1-min load average {load_before[0]:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after."
-    )
+    print(f"\n{clock.summary()} onnxruntime {ort.__version__}.")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        harness.write_json(args.json, out)
 
 
 if __name__ == "__main__":

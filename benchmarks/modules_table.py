@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from ultralytics.nn.tasks import DetectionModel
+import harness  # noqa: I001 (first: sets YOLO_OFFLINE before Ultralytics is imported)
 from ultralytics.utils.torch_utils import get_flops
 
 import yolo_ext
@@ -17,10 +16,9 @@ from yolo_ext.cfg_paths import scaled_name
 
 
 def stats(cfg: str, imgsz: int) -> tuple[int, float, int]:
-    model = DetectionModel(cfg, verbose=False)
-    params = sum(p.numel() for p in model.parameters())
-    detect = sum(p.numel() for p in model.model[-1].parameters())
-    return params, get_flops(model, imgsz), detect
+    """(params, GFLOPs, params of the Detect head): the head is the part pruning leaves alone."""
+    model = harness.build_model(cfg)
+    return harness.n_params(model), get_flops(model, imgsz), harness.n_params(model.model[-1])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,15 +29,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    torch.manual_seed(0)
-    print(f"| model ({args.scale}, imgsz {args.imgsz}) | params | GFLOPs | vs stock params | vs stock GFLOPs | Detect params |")
-    print("|---|---:|---:|---:|---:|---:|")
+    rows = []
     for path in yolo_ext.model_yamls():
         family = path.name.split("-")[0]
         ours = scaled_name(path.name, args.scale)
         p, g, d = stats(str(yolo_ext.model_yaml(ours)), args.imgsz)
         p0, g0, _ = stats(scaled_name(f"{family}.yaml", args.scale), args.imgsz)
-        print(f"| {ours} | {p:,} | {g:.2f} | {100 * (p / p0 - 1):+.1f}% | {100 * (g / g0 - 1):+.1f}% | {d:,} |")
+        rows.append([ours, f"{p:,}", f"{g:.2f}", f"{100 * (p / p0 - 1):+.1f}%", f"{100 * (g / g0 - 1):+.1f}%", f"{d:,}"])
+    print(harness.markdown_table(
+        [f"model ({args.scale}, imgsz {args.imgsz})", "params", "GFLOPs", "vs stock params", "vs stock GFLOPs",
+         "Detect params"], "lrrrrr", rows))
 
 
 if __name__ == "__main__":

@@ -14,21 +14,10 @@ only counts as a success if it still runs forward in eval mode at `--imgsz` and 
 the unpruned model; otherwise the result is "broken: <error>". MACs are counted with
 `torch_pruning.utils.count_ops_and_params` at `--imgsz` in eval mode, params are all parameters of the model.
 
-Usage:
   python benchmarks/prune_speed.py                                    # all defaults (6 models x 3 methods)
   python benchmarks/prune_speed.py --models yolov8n yolo11n --methods naive expert --timeout 30
-  options: --models, --methods, --ratio 0.4, --imgsz 640, --criterion l1|l2|random, --timeout 120 (s, pruning only),
-           --max-gb 6, --cap rss|as, --threads 1, --repeat 1 (median time), --json results.json (raw records)
-  --cap as (RLIMIT_AS) works (allocations fail with MemoryError, reported as OOM) but also counts the ~3.5 GB of
-  address space torch maps at import, so it stops runs at ~3.3 GB RSS; the default polls the RSS instead.
-
-Duration on this 2-core CPU: about 7 min for the full default set (412 s measured). The four naive runs on
-YOLO11/YOLO26 each grow to the 6 GB cap in ~90 s; every other run takes 2-7 s (importing torch, building the
-model twice, validating and counting MACs around a pruning of 0.4-3 s). `--models yolov8n yolo11n --methods expert
-yolo_ext` finishes in ~15 s. Runs use 1 torch thread by default (`--threads`): with torch's default of 2 threads,
-any other busy process on the machine made the same pruning ~15x slower (OpenMP barriers waiting for a descheduled
-thread). Needs no weights or network (`YOLO_OFFLINE=1` is set for the children; models are built from Ultralytics'
-bundled YAMLs with random weights, seed 0, the same for every method).
+`--cap as` (RLIMIT_AS) also counts the ~3.5 GB of address space torch maps at import, so it stops runs at ~3.3 GB
+RSS; the default polls the RSS instead. Children use 1 torch thread (`--threads`; see `harness.setup`).
 """
 
 from __future__ import annotations
@@ -49,6 +38,9 @@ import time
 import types
 from typing import Any
 
+import harness
+from harness import markdown_table
+
 DEFAULT_MODELS = ["yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolo26n", "yolo26s"]
 DEFAULT_METHODS = ["naive", "expert", "yolo_ext"]
 # Limit for the child's phases other than the pruning itself (imports, model build, validation, MACs counting).
@@ -60,18 +52,6 @@ ERR_CHARS = 80
 # --------------------------------------------------------------------------------------------------------------------
 # Child side: one model, one method, one run. Heavy imports live here so the parent stays small.
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _rss_kb(pid: int | str = "self") -> int:
-    """Current resident set size in kB from /proc (0 where unavailable): ru_maxrss only gives the peak."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def _maxrss_kb() -> int:
@@ -90,21 +70,6 @@ def _is_oom(e: BaseException) -> bool:
     """True for the ways an allocation failure under RLIMIT_AS surfaces from torch/Python."""
     text = str(e).lower()
     return isinstance(e, MemoryError) or "can't allocate memory" in text or "cannot allocate memory" in text
-
-
-def _build_model(name: str) -> Any:
-    """A DetectionModel from Ultralytics' bundled YAML (or one of yolo_ext's YAMLs), random weights."""
-    import torch
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)  # same weights for every method
-    cfg = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
-    try:
-        return DetectionModel(cfg, verbose=False)
-    except FileNotFoundError:
-        import yolo_ext  # registers our modules and knows where our YAMLs live
-
-        return DetectionModel(str(yolo_ext.model_yaml(cfg)), verbose=False)
 
 
 def _importance(criterion: str) -> Any:
@@ -127,7 +92,7 @@ def _count(model: Any, imgsz: int) -> tuple[float, int]:
 
     model.eval()
     macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, imgsz, imgsz))
-    return float(macs), sum(p.numel() for p in model.parameters())
+    return float(macs), harness.n_params(model)
 
 
 def _shapes(out: Any) -> Any:
@@ -320,8 +285,8 @@ def run_child(spec: dict[str, Any], proto: Any) -> None:
         elif method not in ("naive", "expert"):
             raise ValueError(f"unknown method {method!r}")
 
-        model = _build_model(spec["model"])
-        rec["rss_build_gb"] = _rss_kb() / 2**20
+        model = harness.build_model(spec["model"])
+        rec["rss_build_gb"] = harness.proc_status_kb("VmRSS") / 2**20
         rec["maxrss_build_gb"] = _maxrss_kb() / 2**20
         imgsz, ratio = spec["imgsz"], spec["ratio"]
         example = torch.randn(1, 3, imgsz, imgsz)
@@ -355,7 +320,7 @@ def run_child(spec: dict[str, Any], proto: Any) -> None:
         except Exception as e:
             rec.update(status="broken", error=_short(f"broken: {type(e).__name__}: {e}"))
         del model
-        ref_model = _build_model(spec["model"])  # same YAML, same seed: the unpruned reference
+        ref_model = harness.build_model(spec["model"])  # same YAML, same seed: the unpruned reference
         want = _forward_shapes(ref_model, sizes)
         rec["macs_before"], rec["params_before"] = _count(ref_model, imgsz)
         if rec["status"] != "broken":
@@ -416,7 +381,7 @@ def run_one(spec: dict[str, Any], timeout: float, max_gb: float) -> dict[str, An
                         final = msg["final"]
             except queue.Empty:
                 pass
-            rss = _rss_kb(proc.pid)
+            rss = harness.proc_status_kb("VmRSS", proc.pid)
             peak_poll_kb = max(peak_poll_kb, rss)
             limit = timeout if phase == "prune" else OTHER_PHASE_LIMIT_S
             if spec["cap"] == "rss" and rss > max_gb * 2**20:
@@ -492,6 +457,24 @@ def result_cell(rec: dict[str, Any]) -> str:
     return _short(rec.get("error") or status or "?")
 
 
+def _row(r: dict[str, Any]) -> list[str]:
+    """One run's cells: what it cost (time, CPU, memory) and what it gave (params, MACs)."""
+    t = f"{r['time_s']:.2f}" if "time_s" in r else f"({r['elapsed_s']:.1f})" if "elapsed_s" in r else "-"
+    if len(r.get("times_all", [])) > 1:
+        t += f" (min {min(r['times_all']):.2f})"
+    split = " + ".join(f"{k} {v:.2f}" for k, v in r.get("times", {}).items()) or "-"
+    if "maxrss_gb" in r:
+        base = r.get("rss_build_gb", 0.0)
+        mem = f"{r['maxrss_gb']:.2f} ({base:.2f} → +{max(0.0, r['maxrss_gb'] - base):.2f})"
+    else:
+        mem = f"≥{r['poll_peak_gb']:.2f} (polled)" if r.get("poll_peak_gb") else "-"
+    params = f"{_fmt_params(r.get('params_before'))} → {_fmt_params(r.get('params_after'))}" if "params_after" in r else "-"
+    macs = f"{r['macs_before'] / 1e9:.2f} → {r['macs_after'] / 1e9:.2f}" if "macs_after" in r else "-"
+    red = _reduction(r)
+    return [r["model"], r["method"], result_cell(r), t, f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-", split, mem,
+            params, macs, "-" if red is None else f"{red:.1f}"]
+
+
 def print_table(recs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """The per-run Markdown table and, per model, yolo_ext relative to the expert recipe."""
     print(
@@ -499,50 +482,24 @@ def print_table(recs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"(median of {args.repeat} run(s); MACs from torch_pruning count_ops_and_params; "
         f"prune s in parentheses: seconds until the run failed or was stopped)\n"
     )
-    print(
-        "| model | method | result | prune s | CPU s | time split s | peak RSS GB (after build → +pruning) "
-        "| params | GMACs | MACs −% |"
-    )
-    print("|---|---|---|---:|---:|---|---:|---|---|---:|")
-    for r in recs:
-        t = f"{r['time_s']:.2f}" if "time_s" in r else f"({r['elapsed_s']:.1f})" if "elapsed_s" in r else "-"
-        if len(r.get("times_all", [])) > 1:
-            t += f" (min {min(r['times_all']):.2f})"
-        cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-"
-        split = " + ".join(f"{k} {v:.2f}" for k, v in r.get("times", {}).items()) or "-"
-        if "maxrss_gb" in r:
-            base = r.get("rss_build_gb", 0.0)
-            mem = f"{r['maxrss_gb']:.2f} ({base:.2f} → +{max(0.0, r['maxrss_gb'] - base):.2f})"
-        elif r.get("poll_peak_gb"):
-            mem = f"≥{r['poll_peak_gb']:.2f} (polled)"
+    print(markdown_table(["model", "method", "result", "prune s", "CPU s", "time split s",
+                          "peak RSS GB (after build → +pruning)", "params", "GMACs", "MACs −%"], "lllrrlrllr",
+                         [_row(r) for r in recs]))
+    if "yolo_ext" not in args.methods or "expert" not in args.methods:
+        return
+    rows = []
+    for model in args.models:
+        by = {r["method"]: r for r in recs if r["model"] == model}
+        ext, exp = by.get("yolo_ext", {}), by.get("expert", {})
+        r_ext, r_exp = _reduction(ext), _reduction(exp)
+        if r_ext is None or r_exp is None:
+            why = "yolo_ext " + result_cell(ext) if r_ext is None else "expert " + result_cell(exp)
+            rows.append([model, f"n/a ({why})", "n/a"])
         else:
-            mem = "-"
-        params = (
-            f"{_fmt_params(r.get('params_before'))} → {_fmt_params(r.get('params_after'))}"
-            if "params_after" in r
-            else "-"
-        )
-        macs = f"{r['macs_before'] / 1e9:.2f} → {r['macs_after'] / 1e9:.2f}" if "macs_after" in r else "-"
-        red = _reduction(r)
-        print(
-            f"| {r['model']} | {r['method']} | {result_cell(r)} | {t} | {cpu} | {split} | {mem} | {params} | {macs} | "
-            f"{'-' if red is None else f'{red:.1f}'} |"
-        )
-
-    if "yolo_ext" in args.methods and "expert" in args.methods:
-        print("\n### yolo_ext relative to the expert recipe\n")
-        print("| model | MACs reduction yolo_ext / expert | time yolo_ext / expert |")
-        print("|---|---:|---:|")
-        for model in args.models:
-            by = {r["method"]: r for r in recs if r["model"] == model}
-            ext, exp = by.get("yolo_ext", {}), by.get("expert", {})
-            r_ext, r_exp = _reduction(ext), _reduction(exp)
-            if r_ext is None or r_exp is None:
-                why = "yolo_ext " + result_cell(ext) if r_ext is None else "expert " + result_cell(exp)
-                print(f"| {model} | n/a ({why}) | n/a |")
-                continue
             mac = f"{r_ext / r_exp:.2f}x" if r_exp else "n/a"
-            print(f"| {model} | {mac} ({r_ext:.1f}% vs {r_exp:.1f}%) | {ext['time_s'] / exp['time_s']:.2f}x |")
+            rows.append([model, f"{mac} ({r_ext:.1f}% vs {r_exp:.1f}%)", f"{ext['time_s'] / exp['time_s']:.2f}x"])
+    print("\n### yolo_ext relative to the expert recipe\n")
+    print(markdown_table(["model", "MACs reduction yolo_ext / expert", "time yolo_ext / expert"], "lrr", rows))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -604,12 +561,8 @@ def main(args: argparse.Namespace) -> None:
                 runs[method].append(rec)
                 all_runs.append(rec)
                 t = f"{rec['time_s']:.2f}s" if "time_s" in rec else "-"
-                print(
-                    f"[{model} {method} #{rep}] {result_cell(rec)}  prune {t}  "
-                    f"(child {rec['wall_child_s']:.0f}s, load {load:.1f})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                harness.log(f"[{model} {method} #{rep}] {result_cell(rec)}  prune {t}  "
+                            f"(child {rec['wall_child_s']:.0f}s, load {load:.1f})")
         recs.extend(combine(runs[m]) for m in args.methods)
     print_table(recs, args)
     loads = [r["loadavg_before"] for r in all_runs]
