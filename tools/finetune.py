@@ -1,9 +1,9 @@
 """Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
 
-tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--no-teacher] [--resume last.pt]
+tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher auto] [--resume last.pt]
 
 With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
-image size and batch (from the checkpoint), for 30% of its epochs, distilling from the network it was pruned from.
+image size and batch (from the checkpoint), for 30% of its epochs.
 """
 
 from __future__ import annotations
@@ -29,11 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
-    teacher = p.add_mutually_exclusive_group()
-    teacher.add_argument("--teacher", default="auto",
-                         help="checkpoint to distil from; default: the one the model was pruned from, if still there")
-    teacher.add_argument("--no-teacher", dest="teacher", action="store_const", const=None,
-                         help="fine-tune without distillation")
+    p.add_argument("--teacher", help="checkpoint to distil from, or 'auto': the one the model was pruned from")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")

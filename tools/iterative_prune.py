@@ -30,8 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe + "; MACs are counted at 640 then")
     p.add_argument("--device", default="cpu")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--no-teacher", dest="teacher", action="store_const", const=None, default="auto",
-                   help="fine-tune each round without distilling from the unpruned network")
+    p.add_argument("--teacher", help="distil each round from this checkpoint, or 'auto': the unpruned network")
     p.add_argument("--out", default="runs/iterative", help="folder for every round's checkpoints")
     return p
 

@@ -43,8 +43,9 @@ RECIPE_KEYS = (
 )
 #: Fine-tuning epochs as a fraction of the base network's training epochs.
 EPOCHS_FRACTION = 0.3
-#: Distil from the network the model was pruned from unless told otherwise (benchmarks/RESULTS.md: it wins).
-DEFAULT_TEACHER = "auto"
+#: No distillation unless asked: at the default 30% of the base's epochs it did not beat the same fine-tuning without
+#: a teacher (benchmarks/RESULTS.md, BCCD: 0.5825 vs 0.5834) and costs a teacher forward per batch.
+DEFAULT_TEACHER = None
 
 
 class FinetuneError(ValueError):
@@ -286,9 +287,9 @@ def finetune(
     """Fine-tune a pruned checkpoint; ``train_args`` are Ultralytics train arguments (epochs, imgsz, batch, ...).
 
     Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs).
-    ``teacher`` is the network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, ``"auto"`` for the one
-    the model was pruned from when its file is still there (:func:`default_teacher`), or None for no distillation;
-    ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
+    ``teacher`` is a network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, or ``"auto"`` for the one
+    the model was pruned from when its file is still there (:func:`default_teacher`); None (the default) trains
+    without one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
     Returns the YOLO object holding the fine-tuned network (its ``trainer.best`` is the checkpoint path).
     """
