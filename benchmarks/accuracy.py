@@ -146,7 +146,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from yolo_ext.distill import DistillWeights
     from yolo_ext.finetune import PrunedDetectionTrainer, finetune, sparse_trainer
     from yolo_ext.iterative import iterative_prune
-    from yolo_ext.prune import PruneConfig
+    from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
     from yolo_ext.prune.checkpoint import prune_checkpoint
 
     out, key, seed = Path(job["out"]), job["key"], job["seed"]
@@ -161,10 +161,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     else:
         v = VARIANTS[job["variant"]]
         source = job["sparse"] if v.get("source") == "sparse" else job["base"]
-        cfg = {"target_params": job["target"], "imgsz": job["imgsz"]}
-        if "criterion" in v:
-            cfg |= {"criterion": v["criterion"], "global_pruning": v["global"]}
-        config = PruneConfig(**cfg)
+        # "default" ({}) prunes as tools/prune.py does with no options
+        config = PruneConfig(target_params=job["target"], imgsz=job["imgsz"],
+                             criterion=v.get("criterion", DEFAULT_CRITERION), global_pruning=v.get("global"))
         epochs = max(1, round(v["fraction"] * job["epochs"])) if "fraction" in v else job["finetune_epochs"]
         args = dict(common, epochs=epochs)
         if v.get("recipe") == "old":
