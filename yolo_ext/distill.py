@@ -27,7 +27,7 @@ from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 from ultralytics.utils.torch_utils import copy_attr
 
 from yolo_ext.prune.checkpoint import pruning_history
-from yolo_ext.prune.tracking import compose_feature_channels
+from yolo_ext.prune.tracking import compose_feature_channels, detect_widths
 
 
 class DistillError(ValueError):
@@ -46,15 +46,6 @@ class DistillWeights:
     feature: float = 1.0
     cls: float = 1.0
     box: float = 1.0
-
-
-def detect_widths(model: DetectionModel) -> list[int]:
-    """Input channels of each Detect level (the first dense conv of each box branch)."""
-    widths = []
-    for branch in model.model[-1].cv2:
-        conv = next(m for m in branch.modules() if isinstance(m, nn.Conv2d) and m.groups == 1)
-        widths.append(conv.in_channels)
-    return widths
 
 
 def kept_channels(student: DetectionModel, teacher: DetectionModel) -> list[list[int]]:

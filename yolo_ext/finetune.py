@@ -30,7 +30,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_ext.distill import DistillError, DistillWeights, PrunedDistillationModel, kept_channels
 from yolo_ext.files import remove_stale_temps, temp_path
-from yolo_ext.prune.checkpoint import load_detection_checkpoint, pruning_history
+from yolo_ext.prune.checkpoint import base_train_args, load_detection_checkpoint, pruning_history
 from yolo_ext.prune.errors import CheckpointError, PruningError
 
 #: Training hyperparameters a fine-tuning inherits from the run that trained the base network (its checkpoint's
@@ -190,18 +190,18 @@ def check_resume(last: str | Path, data: str | Path | None = None) -> None:
             epochs = (ckpt.get("train_args") or {}).get("epochs", "?")
             raise FinetuneError(
                 f"{str(last)!r} is the end of a finished training ({epochs} epochs): there is nothing to resume. To "
-                f"train longer, fine-tune it again: tools/finetune.py --model_path {last} --data <data.yaml> --epochs N."
+                f"train longer, fine-tune it again: tools/finetune.py --model-path {last} --data <data.yaml> --epochs N."
             )
         what = "a pruned checkpoint" if pruning_history(model) else "not a training checkpoint"
         raise FinetuneError(
             f"{str(last)!r} is {what}, not the last.pt of an interrupted fine-tuning (no epoch/optimizer state). "
-            f"Start a fine-tuning instead: tools/finetune.py --model_path {last} --data <data.yaml>."
+            f"Start a fine-tuning instead: tools/finetune.py --model-path {last} --data <data.yaml>."
         )
     args = ckpt.get("train_args") or {}
     if isinstance(args.get("epochs"), int) and ckpt["epoch"] + 1 >= args["epochs"]:
         raise FinetuneError(
             f"{str(last)!r} has trained all its {args['epochs']} epochs (the run stopped in its final save): there is "
-            f"nothing to resume. Use it as it is, or fine-tune it again: tools/finetune.py --model_path {last} "
+            f"nothing to resume. Use it as it is, or fine-tune it again: tools/finetune.py --model-path {last} "
             "--data <data.yaml> --epochs N."
         )
     data = data or args.get("data")
@@ -218,8 +218,6 @@ def finetune_recipe(ckpt: dict, model: DetectionModel, fraction: float = EPOCHS_
     The base's args come from the pruning record (``base_train_args``), else from the checkpoint's ``train_args``;
     a checkpoint without either gets Ultralytics' defaults (100 epochs -> 30).
     """
-    from yolo_ext.prune.checkpoint import base_train_args
-
     base = base_train_args(ckpt, model)
     args = {k: base[k] for k in RECIPE_KEYS if k in base}
     args["epochs"] = max(1, round(fraction * int(base.get("epochs") or DEFAULT_CFG.epochs)))
@@ -295,15 +293,17 @@ def finetune(
     """
     check_train_args(train_args)
     ckpt, model = check_finetune_inputs(model_path, data, require_pruned)
-    if "distill_model" not in train_args and teacher is not None:
-        if teacher == "auto":
-            teacher = default_teacher(model_path, model)
-            LOGGER.info(f"yolo_ext: distilling from {teacher}, the network it was pruned from" if teacher else
-                        "yolo_ext: the network it was pruned from is not there; fine-tuning without a teacher")
-        if teacher is not None:
-            train_args["distill_model"] = str(teacher)
     if train_args.get("distill_model"):
         check_teacher(model, train_args["distill_model"])
+    elif teacher == "auto":  # default_teacher has checked what it finds
+        found = default_teacher(model_path, model)
+        LOGGER.info(f"yolo_ext: distilling from {found}, the network it was pruned from" if found else
+                    "yolo_ext: the network it was pruned from is not there; fine-tuning without a teacher")
+        if found is not None:
+            train_args["distill_model"] = str(found)
+    elif teacher is not None:
+        check_teacher(model, teacher)
+        train_args["distill_model"] = str(teacher)
     args = {**finetune_recipe(ckpt, model), **train_args}
     if args.get("project"):
         args["project"] = str(Path(args["project"]).resolve())

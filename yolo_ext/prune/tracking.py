@@ -97,12 +97,17 @@ def check_layer_cap(before: dict[str, int], after: dict[str, int], max_ratio: fl
         )
 
 
-def _tap_conv(branch: nn.Module) -> nn.Conv2d:
+def tap_conv(branch: nn.Module) -> nn.Conv2d:
     """The first dense conv of a Detect branch: its input channels are the level's feature channels."""
     for m in branch.modules():
         if isinstance(m, nn.Conv2d) and m.groups == 1:
             return m
     raise PruningError(f"No dense conv at the start of Detect branch {type(branch).__name__}; cannot track features.")
+
+
+def detect_widths(model: nn.Module) -> list[int]:
+    """Input channels of each Detect level (what :class:`FeatureTaps` records and distillation compares)."""
+    return [tap_conv(branch).in_channels for branch in model.model[-1].cv2]
 
 
 class FeatureTaps:
@@ -112,7 +117,7 @@ class FeatureTaps:
         head = model.model[-1]
         if not isinstance(head, Detect):
             raise PruningError(f"Feature tracking needs a Detect head, got {type(head).__name__}.")
-        self.convs = [_tap_conv(branch) for branch in head.cv2]
+        self.convs = [tap_conv(branch) for branch in head.cv2]
         self.widths = [c.in_channels for c in self.convs]
         self.kept = [list(range(w)) for w in self.widths]
 
