@@ -174,7 +174,7 @@ def test_bad_options(kw, pattern):
 
 
 def test_classification_model_is_refused():
-    with pytest.raises(PruningError, match="detection models"):
+    with pytest.raises(PruningError, match=r"a classify model .*these models only: detect \(Detect\)"):
         prune_model(ClassificationModel("yolo11n-cls.yaml", verbose=False), PruneConfig())
 
 
@@ -223,7 +223,7 @@ def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     from yolo_ext.prune.engine import check_detection_model
 
     seg = SegmentationModel("yolo11n-seg.yaml", verbose=False)
-    with pytest.raises(PruningError, match=r"SegmentationModel, head Segment\); yolo_ext prunes detection models only"):
+    with pytest.raises(PruningError, match=r"SegmentationModel, head Segment\); yolo_ext prunes these models only: detect"):
         prune_model(seg, PruneConfig(imgsz=IMGSZ))
     path = tmp_path / "seg.pt"
     torch.save({"model": seg}, path)

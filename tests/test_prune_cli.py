@@ -199,7 +199,7 @@ def test_classification_checkpoint_is_refused(tmp_path):
     cls = tmp_path / "cls.pt"
     YOLO("yolo11n-cls.yaml").save(cls)
     code, err = _bad(tmp_path, "--model_path", str(cls))
-    assert code == 2 and "detection models only" in err and "classify" in err
+    assert code == 2 and "these models only" in err and "classify" in err
     assert [p.name for p in tmp_path.iterdir()] == ["cls.pt"]
 
 

@@ -389,7 +389,7 @@ def test_val_refuses_a_classification_checkpoint(tiny_bccd, tmp_path):
     cls = tmp_path / "cls.pt"
     YOLO("yolo11n-cls.yaml").save(cls)
     code, _, err = tool_main("val.py", "--data", str(tiny_bccd), "--latency-runs", "0", str(cls))
-    assert code == 2 and "classify" in err and "detection models only" in err
+    assert code == 2 and "classify" in err and "these models only" in err
 
 
 # ---------------------------------------------------------------- model YAML mistakes

@@ -31,7 +31,7 @@ from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy
 def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
     """Read an Ultralytics detection checkpoint (``ema`` preferred, as Ultralytics does) as an FP32 model.
 
-    ``purpose`` completes the refusal of other tasks: "<purpose> detection models only".
+    ``purpose`` completes the refusal of other tasks: "<purpose> these models only".
     """
     path = Path(path)
     if path.is_dir():

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch_pruning as tp
 from torch import nn
-from ultralytics.nn.modules import DFL, Detect
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_ext.prune.errors import PruningError
+from yolo_ext.prune.heads import check_supported_model, output_layers
 from yolo_ext.prune.importance import GLOBAL_BY_DEFAULT, NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
@@ -131,15 +131,8 @@ def conv_channels(model: nn.Module) -> dict[str, int]:
 
 
 def protected_layers(model: DetectionModel, names: Iterable[str] = ()) -> list[nn.Module]:
-    """Layers whose output channels never change: every Detect output conv (box, class, one-to-one) and DFL."""
-    layers: list[nn.Module] = []
-    for m in model.modules():
-        if isinstance(m, Detect):
-            for head in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"):
-                for branch in getattr(m, head, None) or []:
-                    layers.append(branch[-1])  # the conv writing box distributions / class logits
-        elif isinstance(m, DFL):
-            layers.append(m)
+    """Layers whose output channels never change: every head output (:mod:`.heads`), DFL, and ``names``."""
+    layers = output_layers(model)
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
@@ -162,25 +155,9 @@ def _all_trainable(model: nn.Module) -> Iterator[None]:
 
 
 def check_detection_model(model: nn.Module, purpose: str = "yolo_ext prunes", source: str | None = None) -> None:
-    """Refuse anything but what yolo_ext prunes: an Ultralytics ``DetectionModel`` (exactly: its subclasses are the
-    segmentation, pose and OBB models) whose head is a plain ``Detect``. The one copy of this check.
-
-    Args:
-        model: the network.
-        purpose: completes the message, "<purpose> detection models only".
-        source: the checkpoint it came from, named in the message.
-    """
-    layers = getattr(model, "model", None)
-    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
-    if type(model) is DetectionModel and type(head) is Detect:
-        return
-    task = getattr(model, "task", None) or type(model).__name__
-    where = f"{source!r} holds" if source else "This is"
-    head_name = type(head).__name__ if head is not None else "none"
-    raise PruningError(
-        f"{where} a {task} model ({type(model).__name__}, head {head_name}); {purpose} detection models only "
-        "(Detect head). Classification, segmentation, pose and OBB models are not supported yet."
-    )
+    """Refuse any model whose head is not in :data:`yolo_ext.prune.heads.HEADS` (the one copy of this check; the
+    message lists what is supported)."""
+    check_supported_model(model, purpose, source)
 
 
 def prune_model(

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 import torch
 import torch_pruning as tp
 from torch import nn
-from ultralytics.nn.modules import Conv, Detect
+from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
+from yolo_ext.prune.heads import HEADS, trace_branches
 from yolo_ext.prune.patching import instance_forwards
 from yolo_ext.spec import specs
 
@@ -226,14 +227,6 @@ def _identity_to_graph(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.clone()
 
 
-def _detect_all_branches(self: Detect, x: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Stand-in Detect forward: every head branch on every level, one-to-one head included and not detached."""
-    heads = [self.cv2, self.cv3]
-    if getattr(self, "one2one_cv2", None) is not None:
-        heads += [self.one2one_cv2, self.one2one_cv3]
-    return [head[i](x[i]) for head in heads for i in range(self.nl)]
-
-
 @contextmanager
 def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]) -> Iterator[None]:
     """Give leaf layers and Detect their stand-in forwards while the dependency graph is traced."""
@@ -244,8 +237,8 @@ def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]
             if isinstance(pruner, LeafPruner):
                 hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
             stand_ins.append((m, _identity_to_graph))
-        elif isinstance(m, Detect):
-            stand_ins.append((m, _detect_all_branches))
+        elif type(m) in HEADS:
+            stand_ins.append((m, trace_branches))
     try:
         with instance_forwards(stand_ins):
             yield
