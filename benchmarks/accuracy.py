@@ -57,6 +57,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs bel
     "lamp-gradual3": {"criterion": "lamp", "global": True, "recipe": "rewind", "steps": 3},
     "lamp-kd4": {"criterion": "lamp", "global": True, "recipe": "rewind", "distill": "pruned",
                  "weights": {"feature": 4.0, "cls": 4.0, "box": 4.0}},
+    "lamp-gradual3-head": {"criterion": "lamp", "global": True, "recipe": "rewind", "steps": 3, "distill": "pruned",
+                           "weights": {"feature": 0.0, "cls": 1.0, "box": 1.0}},
+    "lamp-gradual5": {"criterion": "lamp", "global": True, "recipe": "rewind", "steps": 5},
     "lamp-rewind-f15": {"criterion": "lamp", "global": True, "recipe": "rewind", "fraction": 0.15},
     "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options
 }
