@@ -66,12 +66,13 @@ def test_rebuild_replaces_only_the_class_outputs(cfg, branches, pruned_ckpt):
     # body, box branches, hidden layers of the class branches: every tensor identical
     assert all(torch.equal(after[k], before[k]) for k in before if k not in rebuilt)
     # "wbc" keeps the trained WBC row; the other classes start from Ultralytics' prior (a model built with 5 classes)
-    built = DetectionModel(cfg, nc=5, verbose=False)
-    fresh = built.model[-1]
-    for (b, i), old, (fb, fi) in zip(layers, old_convs, class_output_layers(built)):
+    prior = copy.deepcopy(model)
+    prior.model[-1].bias_init()  # what Ultralytics gives the class biases of a model built for 5 classes
+    for (b, i), old, (pb, pi) in zip(layers, old_convs, class_output_layers(prior)):
         assert torch.equal(b[i].weight[1], old.weight[1]) and torch.equal(b[i].bias[1], old.bias[1])
-        assert torch.allclose(b[i].bias[[0, 2, 3, 4]], fb[fi].bias[[0, 2, 3, 4]])
-    assert fresh.nc == head.nc == model.nc == model.yaml["nc"] == 5 and head.no == fresh.no
+        assert torch.equal(b[i].bias[[0, 2, 3, 4]], pb[pi].bias[[0, 2, 3, 4]])
+        assert not torch.equal(b[i].bias[0], old.bias[0])
+    assert head.nc == model.nc == model.yaml["nc"] == 5 and head.no == 5 + 4 * head.reg_max
     assert model.names == NEW
 
     preds = model.train()(torch.rand(2, 3, 64, 96))
