@@ -1,6 +1,7 @@
 """Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
 
 tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher auto] [--resume last.pt]
+yolo-ext finetune model=best-pruned40.pt data=data.yaml [epochs=30] [teacher=auto] [resume=last.pt]
 
 With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
 image size and batch (from the checkpoint), for 30% of its epochs.
@@ -18,11 +19,11 @@ from yolo_ext.cli_options import ArgumentParser
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", help="pruned checkpoint written by tools/prune.py")
-    p.add_argument("--data", help="data YAML (the data set the model was trained on)")
+    p.add_argument("--model-path", "--model", help="pruned checkpoint written by tools/prune.py")
+    p.add_argument("--data", help="data YAML (another number of classes rebuilds the class outputs only)")
     recipe = "default: the base network's, from the checkpoint"
     p.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="default: 30%% of the base network's epochs")
-    p.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=recipe)
+    p.add_argument("--batch-size", "--batch", type=int, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
     p.add_argument("--workers", type=int, default=2)

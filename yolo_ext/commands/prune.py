@@ -1,4 +1,5 @@
 """Prune a trained YOLO detection checkpoint: tools/prune.py --model-path best.pt --prune-ratio 0.4
+(or yolo-ext prune model=best.pt ratio=0.4).
 
 Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, CPU
 latency before -> after) and <output>.png (channels per layer). The input file is never modified.
@@ -17,10 +18,10 @@ from yolo_ext.cli_options import ArgumentParser
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint (.pt)")
+    p.add_argument("--model-path", "--model", required=True, help="trained Ultralytics detection checkpoint (.pt)")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
-    p.add_argument("--prune-ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
+    p.add_argument("--prune-ratio", "--ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
     ranking = p.add_mutually_exclusive_group()
@@ -36,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640, help="input size for tracing, validation, GFLOPs and latency")
     p.add_argument("--data", help="data YAML; required by --prune-type taylor (gradients on a few train batches)")
     p.add_argument("--batches", type=int, default=4, help="batches of --data for taylor")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size for taylor")
+    p.add_argument("--batch-size", "--batch", type=int, default=8, help="batch size for taylor")
     p.add_argument("--output", help="output .pt (default: <model>-pruned<ratio>.pt beside the input, never reused)")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output (never the input)")
     p.add_argument("--latency-runs", type=int, default=10,
