@@ -126,10 +126,6 @@ def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
         finetune(pruned.with_name("base.pt"), tiny_bccd, **kw)
     with pytest.raises(FinetuneError, match="cannot be used"):
         finetune(pruned, tmp_path / "nope.yaml", **kw)
-    other = tmp_path / "two.yaml"
-    other.write_text(tiny_bccd.read_text().replace("  2: Platelets\n", ""))
-    with pytest.raises(FinetuneError, match="predicts 3 classes but .* has 2"):
-        finetune(pruned, other, **kw)
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,63 +1,15 @@
-"""Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
+"""Fine-tune a pruned checkpoint: tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30]
 
-tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher auto] [--resume last.pt]
-
-With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
-image size and batch (from the checkpoint), for 30% of its epochs.
+The options and the work live in :mod:`yolo_ext.commands.finetune` (shared with ``yolo-ext finetune key=value``).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.finetune import FinetuneError, finetune, resume
-from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.commands.finetune import get_args_parser, main
 
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", help="pruned checkpoint written by tools/prune.py")
-    p.add_argument("--data", help="data YAML (the data set the model was trained on)")
-    recipe = "default: the base network's, from the checkpoint"
-    p.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="default: 30%% of the base network's epochs")
-    p.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
-    p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--teacher", help="checkpoint to distil from, or 'auto': the one the model was pruned from")
-    p.add_argument("--project", default="runs/finetune")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")
-    p.add_argument("--allow-unpruned", action="store_true", help="fine-tune a checkpoint without a pruning record")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        if args.resume:
-            model = resume(args.resume)
-        else:
-            if not args.model_path or not args.data:
-                raise FinetuneError("--model-path and --data are required (or --resume path/to/last.pt).")
-            names = {"epochs": "epochs", "batch_size": "batch", "imgsz": "imgsz", "lr0": "lr0", "optimizer": "optimizer",
-                     "warmup_epochs": "warmup_epochs"}  # given options; the rest follows the base's recipe
-            chosen = {train: getattr(args, opt) for opt, train in names.items() if hasattr(args, opt)}
-            model = finetune(
-                args.model_path, args.data, require_pruned=not args.allow_unpruned, teacher=args.teacher,
-                device=args.device, workers=args.workers, project=args.project, name=args.name,
-                **chosen,
-            )
-    except FinetuneError as e:
-        print(f"finetune: error: {e}", file=sys.stderr)
-        return 2
-    print(f"Fine-tuned weights: {model.trainer.best}")
-    return 0
-
+__all__ = ["get_args_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))

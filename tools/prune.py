@@ -1,72 +1,15 @@
 """Prune a trained YOLO detection checkpoint: tools/prune.py --model-path best.pt --prune-ratio 0.4
 
-Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, CPU
-latency before -> after) and <output>.png (channels per layer). The input file is never modified.
+The options and the work live in :mod:`yolo_ext.commands.prune` (shared with ``yolo-ext prune key=value``).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
-from yolo_ext.prune.checkpoint import prune_checkpoint
-from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.commands.prune import get_args_parser, main
 
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint (.pt)")
-    p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
-                   help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
-    p.add_argument("--prune-ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
-    p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
-    p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
-    ranking = p.add_mutually_exclusive_group()
-    ranking.add_argument("--global", dest="global_pruning", action="store_true", default=None,
-                         help="rank channels across all layers (default for lamp and bn)")
-    ranking.add_argument("--uniform", dest="global_pruning", action="store_false",
-                         help="remove the same fraction from every layer (default for l1, l2, random, taylor)")
-    p.add_argument("--max-layer-ratio", type=float, default=0.8, help="no layer loses more than this fraction")
-    p.add_argument("--round-to", type=int, help="keep channel counts multiples of this (e.g. 8)")
-    p.add_argument("--iterative-steps", type=int, default=1, deprecated=["--steps"],
-                   help="reach the ratio in this many pruning steps, without training in between")
-    p.add_argument("--protect", nargs="*", default=[], help="module names whose channels stay, e.g. model.9 model.10")
-    p.add_argument("--imgsz", type=int, default=640, help="input size for tracing, validation, GFLOPs and latency")
-    p.add_argument("--data", help="data YAML; required by --prune-type taylor (gradients on a few train batches)")
-    p.add_argument("--batches", type=int, default=4, help="batches of --data for taylor")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size for taylor")
-    p.add_argument("--output", help="output .pt (default: <model>-pruned<ratio>.pt beside the input, never reused)")
-    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output (never the input)")
-    p.add_argument("--latency-runs", type=int, default=10,
-                   help="interleaved single-thread CPU runs per model (fused, batch 1) for the report (0: skip)")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    config = PruneConfig(
-        ratio=args.prune_ratio, criterion=args.prune_type, global_pruning=args.global_pruning,
-        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to, iterative_steps=args.iterative_steps, imgsz=args.imgsz,
-        protect=args.protect, target_params=args.target_params, target_macs=args.target_macs,
-    )
-    try:
-        config.check()
-        gradient_fn = None
-        if args.prune_type == "taylor":
-            if not args.data:
-                raise PruningError("--prune-type taylor needs --data <data.yaml> (it uses gradients on real images).")
-            from yolo_ext.prune.gradients import loss_gradients
-
-            gradient_fn = loss_gradients(args.data, args.imgsz, args.batches, args.batch_size)
-        report = prune_checkpoint(args.model_path, config, args.output, args.overwrite, args.latency_runs, gradient_fn)
-    except (PruningError, CheckpointError, PrunedModelError) as e:
-        print(f"prune: error: {e}", file=sys.stderr)
-        return 2
-    print(report.table)
-    print(f"Saved {report.output}\nReport {report.text}\nPlot {report.plot}")
-    return 0
-
+__all__ = ["get_args_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))

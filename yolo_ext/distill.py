@@ -54,7 +54,11 @@ def kept_channels(student: DetectionModel, teacher: DetectionModel) -> list[list
     """For each Detect level, the teacher channels that the student's channels are (from the pruning record)."""
     s_nc, t_nc = student.model[-1].nc, teacher.model[-1].nc
     if s_nc != t_nc:
-        raise DistillError(f"The teacher predicts {t_nc} classes and the student {s_nc}: distil from the same task.")
+        raise DistillError(
+            f"The teacher predicts {t_nc} classes and the student {s_nc} (the data's): distillation compares their "
+            "class scores class by class, which needs the same classes. Fine-tune without a teacher, or pass one "
+            "trained on these classes."
+        )
     maps = compose_feature_channels(pruning_history(student), detect_widths(student), detect_widths(teacher))
     if maps is None:
         raise DistillError(

@@ -28,6 +28,7 @@ from ultralytics.cfg import DEFAULT_CFG
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
+from yolo_ext.classes import ClassChange, ClassesError, rebuild_class_outputs
 from yolo_ext.distill import DistillError, DistillWeights, PrunedDistillationModel, kept_channels
 from yolo_ext.files import remove_stale_temps, temp_path
 from yolo_ext.prune.checkpoint import base_train_args, load_detection_checkpoint, pruning_history
@@ -80,18 +81,15 @@ class PrunedDetectionTrainer(DetectionTrainer):
             self.model = PrunedDistillationModel(self.args.distill_model, self.model, self.distill_weights)
 
     def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True) -> DetectionModel:
-        """Return ``weights`` itself (the pruned network), after checking it predicts the data's classes."""
+        """Return ``weights`` itself (the pruned network), its class outputs rebuilt if the data has other classes."""
         if not isinstance(weights, DetectionModel):
             raise FinetuneError(
                 "PrunedDetectionTrainer fine-tunes an existing network: call YOLO('pruned.pt').train(trainer=...) "
                 "or yolo_ext.finetune.finetune('pruned.pt', ...); there is no model to start from."
             )
-        nc = weights.model[-1].nc
-        if nc != self.data["nc"]:
-            raise FinetuneError(
-                f"The pruned model predicts {nc} classes but the data set has {self.data['nc']}; fine-tune on the "
-                "data it was trained on (a pruned head cannot change its classes)."
-            )
+        change = _new_classes(weights, self.data, self.args.data, getattr(self.args, "cls_remap", True))
+        if change is not None:
+            LOGGER.info(change.line())
         return self.set_model_names_for_load(weights.float())
 
     def save_model(self) -> bool:
@@ -227,7 +225,11 @@ def finetune_recipe(ckpt: dict, model: DetectionModel, fraction: float = EPOCHS_
 def check_finetune_inputs(
     model_path: str | Path, data: str | Path, require_pruned: bool = True
 ) -> tuple[dict, DetectionModel]:
-    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes."""
+    """Everything that can be checked before training starts: checkpoint, pruning record, data YAML, classes.
+
+    Returns the checkpoint and its network, with its class outputs already rebuilt for the data's classes when their
+    number differs (as the trainer will rebuild them), so a teacher is checked against the classes it must teach.
+    """
     try:
         ckpt, model = load_detection_checkpoint(model_path)
     except (CheckpointError, PruningError) as e:
@@ -241,11 +243,7 @@ def check_finetune_inputs(
         info = check_det_dataset(str(data), autodownload=False)
     except Exception as e:
         raise FinetuneError(f"Data YAML {str(data)!r} cannot be used: {e}") from e
-    if model.model[-1].nc != info["nc"]:
-        raise FinetuneError(
-            f"{str(model_path)!r} predicts {model.model[-1].nc} classes but {str(data)!r} has {info['nc']}: "
-            "fine-tune on the data the model was trained on."
-        )
+    _new_classes(model, info, data)  # the model as training will see it: teachers are checked against it
     return ckpt, model
 
 
@@ -268,10 +266,19 @@ def default_teacher(model_path: str | Path, model: DetectionModel) -> Path | Non
         if candidate.is_file() and candidate.resolve() != Path(model_path).resolve():
             try:
                 kept_channels(model, load_detection_checkpoint(candidate)[1])
-            except (CheckpointError, PruningError, DistillError):
+            except (CheckpointError, PruningError, DistillError) as e:
+                LOGGER.info(f"yolo_ext: not distilling from {candidate}: {e}")
                 continue
             return candidate
     return None
+
+
+def _new_classes(model: DetectionModel, data: dict, name: Any, remap: bool = True) -> ClassChange | None:
+    """Rebuild ``model``'s class outputs for ``data`` (a checked data dict) if it has another number of classes."""
+    try:
+        return rebuild_class_outputs(model, data["names"], data=str(name), remap=remap)
+    except (ClassesError, PruningError) as e:
+        raise FinetuneError(f"Cannot fine-tune on {str(name)!r}, which has {data['nc']} classes: {e}") from e
 
 
 def finetune(
@@ -288,6 +295,8 @@ def finetune(
     ``teacher`` is a network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, or ``"auto"`` for the one
     the model was pruned from when its file is still there (:func:`default_teacher`); None (the default) trains
     without one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
+    Data with another number of classes than the model's gets new class outputs and keeps the rest of the network
+    (:mod:`yolo_ext.classes`); an explicit teacher must then predict the data's classes.
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
     Returns the YOLO object holding the fine-tuned network (its ``trainer.best`` is the checkpoint path).
     """
@@ -298,7 +307,7 @@ def finetune(
     elif teacher == "auto":  # default_teacher has checked what it finds
         found = default_teacher(model_path, model)
         LOGGER.info(f"yolo_ext: distilling from {found}, the network it was pruned from" if found else
-                    "yolo_ext: the network it was pruned from is not there; fine-tuning without a teacher")
+                    "yolo_ext: the network it was pruned from is not there, or cannot teach it; fine-tuning without a teacher")
         if found is not None:
             train_args["distill_model"] = str(found)
     elif teacher is not None:

@@ -32,6 +32,9 @@ class HeadSpec:
         branches: names of the per-level ``nn.ModuleList`` branches; the last layer of each is an output.
         extra_outputs: other layers whose output channels are fixed (e.g. a mask prototype's last conv).
         extra_trace: extra stand-in outputs while tracing (e.g. the prototype branch), given the head and its inputs.
+        class_branches: dotted paths of the branches whose last layer predicts one channel per class: a
+            ``ModuleList`` of per-level branches (``cv3``) or one branch (``proto.semseg``). These are the layers
+            rebuilt when a model is fine-tuned on data with another number of classes (:mod:`yolo_ext.classes`).
     """
 
     task: str
@@ -39,6 +42,7 @@ class HeadSpec:
     branches: tuple[str, ...] = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
     extra_outputs: Callable[[nn.Module], list[nn.Module]] = field(default=lambda head: [])
     extra_trace: Callable[[nn.Module, list[torch.Tensor]], list[torch.Tensor]] = field(default=lambda head, x: [])
+    class_branches: tuple[str, ...] = ("cv3", "one2one_cv3")
 
 
 #: head class -> spec. Exact classes: Segment is a Detect subclass with outputs Detect does not have.
