@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import randomize, run_python
+from conftest import randomize
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
@@ -278,9 +278,17 @@ def test_the_switch_and_its_errors(monkeypatch):
         ModuleSpec(nn.Identity, checkpoint="yes")
 
 
-def test_a_child_process_inherits_the_switch():
-    """What Ultralytics' DDP workers (fresh processes) see: the environment variable set_checkpointing wrote."""
-    with yolo_ext.checkpointing():
-        p = run_python("import yolo_ext; print(yolo_ext.checkpointing_enabled())", timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split()[-1] == "True"
+def test_yolo_ext_train_checkpoints_every_training_step(tiny_bccd, tmp_path, monkeypatch, calls):
+    """The CLI with the environment variable, through Ultralytics' trainer: each training batch checkpoints every
+    RepViT block once; validation (eval mode), the EMA copy and the final val never do."""
+    from yolo_ext import cli
+
+    monkeypatch.setenv(gc.ENV_VAR, "1")
+    cli.main(["yolo-ext", "train", "model=yolo11n-rvb-se.yaml", f"data={tiny_bccd}", "epochs=1", "imgsz=64", "batch=4",
+              "workers=0", "device=cpu", "plots=False", f"project={tmp_path}", "name=ckpt", "exist_ok=True"])
+    images = len(list((tiny_bccd.parent / "images" / "train").glob("*.jpg")))
+    blocks = sum(isinstance(m, RepViTBlock) for m in DetectionModel(str(yolo_ext.model_yaml("yolo11n-rvb-se.yaml")),
+                                                                    verbose=False).modules())
+    assert blocks == 11 and len(calls) == -(-images // 4) * blocks
+    assert {type(m) for m in calls} == {RepViTBlock}
+    assert (tmp_path / "ckpt" / "weights" / "last.pt").is_file()
