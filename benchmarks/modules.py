@@ -12,9 +12,15 @@ Part 2, modules: ours (`yolo_ext.nn`) vs a textbook implementation written here 
 shapes, batch 1 and 4: forward and forward+backward, interleaved, median per call, plus bytes saved for backward.
 Where ours is >10% slower both are profiled (`--profile all`: every module). Module timings keep freed memory
 (`harness.keep_freed_memory`); thread CPU time in parentheses is the noise-resistant cross-check.
+Part 3, checkpoint (on request): gradient checkpointing (`yolo_ext.grad_checkpoint`) off vs on, per model, for a
+training step at `--ckpt-batch` / `--ckpt-imgsz`: one fresh process per (model, setting, repeat), the setting passed
+as `YOLO_EXT_CHECKPOINT` as DDP workers get it, repeats interleaved; peak RSS growth on CPU (as part 1), or
+`torch.cuda.max_memory_allocated` with `--device cuda`; bytes saved for backward; median step wall and CPU time.
 
-  python benchmarks/modules.py                                 # both parts
+  python benchmarks/modules.py                                 # parts 1 and 2
   python benchmarks/modules.py --parts modules --profile all     # only the module comparison, with op profiles
+  python benchmarks/modules.py --parts checkpoint                # checkpointing at batch 2, imgsz 640 (~4 min on CPU)
+  python benchmarks/modules.py --parts checkpoint --device cuda --ckpt-batch 16   # the same on a GPU
 """
 
 from __future__ import annotations
@@ -242,40 +248,51 @@ def synthetic_batch(n: int, imgsz: int) -> dict[str, torch.Tensor]:
 
 
 
-def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, Any]:
-    """In a fresh process: one training step's peak RSS growth, saved-for-backward bytes and time."""
-    from ultralytics.cfg import get_cfg
-    from ultralytics.utils import DEFAULT_CFG
+class TrainingStep:
+    """One training step's loss on a fixed batch: Ultralytics' detection loss, or the sum of output means if the loss
+    API changed (``how`` says which was used, so the number is kept either way)."""
 
-    torch.set_num_threads(threads)
-    model = harness.build_model(cfg)
-    model.args = get_cfg(DEFAULT_CFG)  # the loss reads its gains from here, as during training
-    model.train()
-    data = synthetic_batch(batch, imgsz)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    how = "model.loss"
+    def __init__(self, model: nn.Module, data: dict[str, torch.Tensor]) -> None:
+        from ultralytics.cfg import get_cfg
+        from ultralytics.utils import DEFAULT_CFG
 
-    def step() -> torch.Tensor:
-        nonlocal how
-        if how == "model.loss":
+        model.args = get_cfg(DEFAULT_CFG)  # the loss reads its gains from here, as during training
+        self.model, self.data, self.how = model.train(), data, "model.loss"
+
+    def __call__(self) -> torch.Tensor:
+        if self.how == "model.loss":
             try:
-                return model.loss(data)[0].sum()
+                return self.model.loss(self.data)[0].sum()
             except (AttributeError, KeyError, RuntimeError, TypeError):  # keep the number if the loss API changes
-                how = "sum of output means"
-        out = model(data["img"])
+                self.how = "sum of output means"
+        out = self.model(self.data["img"])
         tensors = [t for t in (out.values() if isinstance(out, dict) else out) if isinstance(t, torch.Tensor)]
         return sum(t.float().mean() for t in tensors)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ``/proc/self/clear_refs``); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, Any]:
+    """In a fresh process: one training step's peak RSS growth, saved-for-backward bytes and time."""
+    torch.set_num_threads(threads)
+    model = harness.build_model(cfg)
+    data = synthetic_batch(batch, imgsz)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    step = TrainingStep(model, data)
 
     step().backward()  # warm-up: one-off allocations (oneDNN primitives, loss buffers) are not the step's
     model.zero_grad(set_to_none=True)
     gc.collect()
     rss0 = harness.proc_status_kb("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        reset = True
-    except OSError:
-        reset = False
+    reset = reset_peak_rss()
     t0 = time.perf_counter()
     step().backward()
     step_s = time.perf_counter() - t0
@@ -291,7 +308,7 @@ def child_memory(cfg: str, batch: int, imgsz: int, threads: int) -> dict[str, An
         "hwm_reset": reset,
         "saved_mb": saved / 2**20,
         "step_s": step_s,
-        "loss": how,
+        "loss": step.how,
     }
 
 
@@ -614,12 +631,167 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Part 3: gradient checkpointing, memory saved and time paid
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def child_checkpoint(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
+    """In a fresh process: peak memory and time of training steps, checkpointing as ``YOLO_EXT_CHECKPOINT`` says.
+
+    The switch comes from the environment the parent set, as in Ultralytics' DDP workers. The checkpoint calls are
+    counted, so an "on" row that checkpointed nothing (or an "off" row that did) fails instead of printing numbers.
+    CPU: peak RSS growth over the timed steps (VmHWM reset after a warm-up step). CUDA: ``max_memory_allocated``
+    growth over the same steps, and the absolute peak.
+    """
+    import yolo_ext
+    from yolo_ext import grad_checkpoint
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = harness.build_model(cfg).to(device)
+    data = {k: v.to(device) for k, v in synthetic_batch(args.ckpt_batch, args.ckpt_imgsz).items()}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    step = TrainingStep(model, data)
+    calls = 0
+    real = grad_checkpoint.checkpoint
+
+    def counting(*a: Any, **k: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*a, **k)
+
+    grad_checkpoint.checkpoint = counting
+    checkpointable = sum(grad_checkpoint.is_installed(type(m)) for m in model.modules())
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    step().backward()  # warm-up: one-off allocations (oneDNN primitives, cuDNN plans, loss buffers)
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    sync()
+    per_step = calls
+    rss0, reset = harness.proc_status_kb("VmRSS"), reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    alloc0 = torch.cuda.memory_allocated() if cuda else 0
+    wall, cpu = [], []
+    for _ in range(args.ckpt_steps):
+        c0, t0 = time.thread_time(), time.perf_counter()
+        step().backward()
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+        model.zero_grad(set_to_none=True)
+    hwm = harness.proc_status_kb("VmHWM")
+    out = {
+        "checkpointing": yolo_ext.checkpointing_enabled(),
+        "checkpointable": checkpointable,
+        "checkpoint_calls_per_step": per_step,
+        "rss_before_mb": rss0 / 1024,
+        "peak_mb": hwm / 1024,
+        "growth_mb": (hwm - rss0) / 1024,
+        "hwm_reset": reset,
+        "step_s": statistics.median(wall),
+        "step_cpu_s": statistics.median(cpu),
+        "loss": step.how,
+    }
+    if cuda:
+        out["cuda_growth_mb"] = (torch.cuda.max_memory_allocated() - alloc0) / 2**20
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["device_name"] = torch.cuda.get_device_name()
+    gc.collect()
+    loss, saved = saved_bytes(step, params)
+    loss.backward()
+    out["saved_mb"] = saved / 2**20
+    expected = checkpointable if out["checkpointing"] else 0
+    if per_step != expected:
+        raise RuntimeError(f"{cfg}: {per_step} checkpoint calls per step, expected {expected}")
+    return out
+
+
+def run_checkpoint_child(cfg: str, on: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """Start this script as a checkpointing child for `cfg` with the switch on or off and read its JSON line."""
+    env = {
+        **os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "YOLO_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
+        "YOLO_EXT_CHECKPOINT": "1" if on else "0",
+    }
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--child-ckpt", cfg, "--ckpt-batch", str(args.ckpt_batch),
+        "--ckpt-imgsz", str(args.ckpt_imgsz), "--ckpt-steps", str(args.ckpt_steps), "--threads", str(args.threads),
+        "--device", args.device,
+    ]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        raise RuntimeError(f"checkpointing child for {cfg} (on={on}) failed ({p.returncode}): {p.stderr[-800:]}")
+    return json.loads(lines[-1])
+
+
+def part_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Training memory and step time of each model with checkpointing off and on: one fresh process per (model,
+    setting, repeat), so peaks do not mix; repeats interleave the settings, starting each round at another one."""
+    import yolo_ext
+    from yolo_ext.cfg_paths import scaled_name
+
+    configs = [(scaled_name(m if m.endswith(".yaml") else f"{m}.yaml", args.scale), on)
+               for m in args.ckpt_models for on in (False, True)]
+    runs: dict[tuple[str, bool], list[dict[str, Any]]] = {c: [] for c in configs}
+    with harness.other_load() as load:
+        for rep in range(args.ckpt_repeats):
+            for j in range(len(configs)):
+                name, on = configs[(rep + j) % len(configs)]
+                runs[(name, on)].append(run_checkpoint_child(str(yolo_ext.model_yaml(name)), on, args))
+            log(f"[checkpoint] repeat {rep + 1}/{args.ckpt_repeats} done")
+    keys = ["growth_mb", "peak_mb", "saved_mb", "step_s", "step_cpu_s"]
+    if args.device.startswith("cuda"):
+        keys += ["cuda_growth_mb", "cuda_peak_mb"]
+    rows = {c: {k: statistics.median(r[k] for r in rs) for k in keys} | {"runs": rs} for c, rs in runs.items()}
+    print_checkpoint(rows, args, load.cores)
+    return {"rows": {f"{n} {'on' if on else 'off'}": r for (n, on), r in rows.items()}, "other_load": load.cores}
+
+
+def print_checkpoint(rows: dict[tuple[str, bool], dict[str, Any]], args: argparse.Namespace, load: float) -> None:
+    """One row per model and setting; Δ is checkpointing on vs off for the same model."""
+    cuda = args.device.startswith("cuda")
+    mem = [("cuda_growth_mb", "CUDA max allocated growth MB"), ("cuda_peak_mb", "CUDA max allocated MB")] if cuda \
+        else [("growth_mb", "step peak RSS growth MB")]
+    mem += [("saved_mb", "saved for backward MB")]
+    table = []
+    for (name, on), r in rows.items():
+        base = rows[(name, False)]
+        first = r["runs"][0]
+        cells = [name, "on" if on else "off", f"{first['checkpoint_calls_per_step']} / {first['checkpointable']}"]
+        for key, _ in mem:
+            cells += [f"{r[key]:.0f}", f"{_pct(r[key], base[key]):+.1f}%" if on else "-"]
+        d, dc = _pct(r["step_s"], base["step_s"]), _pct(r["step_cpu_s"], base["step_cpu_s"])
+        cells += [f"{r['step_s']:.2f}", f"{d:+.1f}% ({dc:+.1f}%)" if on else "-"]
+        table.append(cells)
+    where = rows[next(iter(rows))]["runs"][0].get("device_name", f"CPU, {args.threads} thread")
+    print(
+        f"\n### Gradient checkpointing: training step (forward + loss + backward) at batch {args.ckpt_batch}, imgsz "
+        f"{args.ckpt_imgsz}, {where}; median of {args.ckpt_repeats} fresh processes per row, {args.ckpt_steps} timed "
+        f"steps each after a warm-up (other processes kept {load:.2f} cores busy)\n"
+    )
+    columns = ["model", "checkpointing", "checkpoint calls / checkpointable modules"]
+    for _, title in mem:
+        columns += [title, "Δ"]
+    columns += ["step s", "Δ (Δ CPU time)"]
+    print(markdown_table(columns, "lll" + "rr" * len(mem) + "rr", table))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options; the commands in RESULTS.md give the numbers there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["models", "modules"], choices=["models", "modules"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["models", "modules"], choices=["models", "modules", "checkpoint"],
+        help="models and modules by default; checkpoint (gradient checkpointing on vs off) on request",
+    )
     parser.add_argument("--family", default="yolo11", help="model family whose shipped YAMLs are compared")
     parser.add_argument("--scale", default="n", choices=list("nslmx"))
     parser.add_argument("--imgsz", type=int, default=640, help="latency and GFLOPs input size")
@@ -640,8 +812,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="torch.profiler ours vs textbook at each module's worst shape: where ours is >10%% slower (auto), "
         "for every module (all), or never",
     )
+    parser.add_argument(
+        "--ckpt-models", nargs="+", default=["yolo11-rvb-se", "yolo11-mca", "yolo11-coordatt"],
+        help="shipped YAMLs (scaled by --scale) measured with gradient checkpointing off and on",
+    )
+    parser.add_argument("--ckpt-batch", type=int, default=2, help="checkpointing: training-step batch size")
+    parser.add_argument("--ckpt-imgsz", type=int, default=640, help="checkpointing: training-step image size")
+    parser.add_argument("--ckpt-repeats", type=int, default=2, help="checkpointing: fresh processes per row (median)")
+    parser.add_argument("--ckpt-steps", type=int, default=2, help="checkpointing: timed steps per process (median)")
+    parser.add_argument("--device", default="cpu", help="checkpointing part: cpu, or cuda for max_memory_allocated")
     parser.add_argument("--json", default="", help="also write all raw numbers to this file")
     parser.add_argument("--child-mem", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--child-ckpt", default="", help=argparse.SUPPRESS)
     return parser
 
 
@@ -650,6 +832,9 @@ def main(args: argparse.Namespace) -> None:
     if args.child_mem:
         print(json.dumps(child_memory(args.child_mem, args.mem_batch, args.mem_imgsz, args.threads)))
         return
+    if args.child_ckpt:
+        print(json.dumps(child_checkpoint(args.child_ckpt, args)))
+        return
     harness.setup(args.threads)
     clock = harness.RunClock()
     out: dict[str, Any] = {"args": vars(args)}
@@ -657,6 +842,8 @@ def main(args: argparse.Namespace) -> None:
         out["models"] = part_models(args)
     if "modules" in args.parts:
         out["modules"] = part_modules(args)
+    if "checkpoint" in args.parts:
+        out["checkpoint"] = part_checkpoint(args)
     out["total_s"] = clock.seconds
     import onnxruntime as ort
 

@@ -7,10 +7,13 @@ pruned network when a pruned checkpoint is trained without yolo_ext's trainer (:
 
 Your own module joins with :func:`register_module`; what yolo_ext knows about each module is one line of
 :mod:`yolo_ext.module_specs`, and the module classes exported here are the YAML-named ones of that table.
+:func:`set_checkpointing` / :func:`checkpointing` (or ``YOLO_EXT_CHECKPOINT=1``) trade recomputation for training
+memory in the attention and RepViT blocks (:mod:`yolo_ext.grad_checkpoint`).
 """
 
 from yolo_ext import keep_pruned
 from yolo_ext.cfg_paths import model_yaml, model_yamls
+from yolo_ext.grad_checkpoint import checkpointing, checkpointing_enabled, set_checkpointing
 from yolo_ext.module_specs import SPECS as _SPECS
 from yolo_ext.registry import (
     ModelYAMLError,
@@ -40,12 +43,15 @@ __all__ = sorted(
         "RegistrationError",
         "SpecError",
         "__version__",
+        "checkpointing",
+        "checkpointing_enabled",
         "is_registered",
         "model_yaml",
         "model_yamls",
         "register",
         "register_module",
         "registered_modules",
+        "set_checkpointing",
         "unregister_module",
     ]
 )

@@ -1,11 +1,13 @@
-"""Every module yolo_ext knows, one :class:`~yolo_ext.spec.ModuleSpec` line each: parse, prune and check rules.
+"""Every module yolo_ext knows, one :class:`~yolo_ext.spec.ModuleSpec` line each: parse, prune, check, checkpoint.
 
 To add a module: write its family file in ``yolo_ext/nn/`` and add one line here. The parser, the pruner, the
 validator, the package exports and the tests over all modules pick it up (see :mod:`yolo_ext.spec`). A user's own
 module takes the same path through :func:`yolo_ext.register_module`.
 
 The Ultralytics and torch lines (``parse=None``) are classes Ultralytics' parser already builds; they are listed for
-how they prune and what the validator checks.
+how they prune and what the validator checks. ``checkpoint=True`` marks what training may recompute in backward to
+save memory (:mod:`yolo_ext.grad_checkpoint`): the attention modules, and the RepViT blocks inside C3k2_RVB(_SE)
+rather than the whole CSP block, whose cv1 / cv2 activations are cheap next to the blocks'.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 from ultralytics.nn.modules import C2PSA, C2f
 from ultralytics.nn.modules.block import AAttn, Attention
 
-from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, SimAM
+from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, RepViTBlock, SimAM
 from yolo_ext.prune import leaves, validate
 from yolo_ext.spec import ModuleSpec, add
 
@@ -22,10 +24,12 @@ SPECS: tuple[ModuleSpec, ...] = (
     # yolo_ext modules, named in model YAMLs
     ModuleSpec(C3k2_RVB, parse="c3k2", prune="split"),
     ModuleSpec(C3k2_RVB_SE, parse="c3k2", prune="split"),
-    ModuleSpec(CoordAtt, prune=leaves.CoordAttPruner),
-    ModuleSpec(MCA, prune=leaves.MCAPruner),
-    ModuleSpec(ContextAggregation, prune=leaves.ContextAggregationPruner, check=validate.check_context_aggregation),
+    ModuleSpec(CoordAtt, prune=leaves.CoordAttPruner, checkpoint=True),
+    ModuleSpec(MCA, prune=leaves.MCAPruner, checkpoint=True),
+    ModuleSpec(ContextAggregation, prune=leaves.ContextAggregationPruner, check=validate.check_context_aggregation, checkpoint=True),
     ModuleSpec(SimAM, prune="trace"),
+    # yolo_ext inner blocks (built by the modules above, not named in YAMLs)
+    ModuleSpec(RepViTBlock, parse=None, checkpoint=True),
     # Ultralytics and torch classes the parser already knows
     ModuleSpec(C2f, parse=None, prune="split", check=validate.check_split_block),
     ModuleSpec(C2PSA, parse=None, prune="split", check=validate.check_split_block),

@@ -266,6 +266,7 @@ def register_module(
     prune: str | type | Callable | None = None,
     check: Callable[[torch.nn.Module], str | None] | None = None,
     groups: Callable[[torch.nn.Module], int] | None = None,
+    checkpoint: bool = False,
 ) -> type[torch.nn.Module]:
     """Make your own module usable in model YAMLs, pruning, the validator, checkpoints and export.
 
@@ -288,6 +289,9 @@ def register_module(
             :class:`yolo_ext.prune.leaves.LeafPruner` subclass.
         check: ``fn(layer) -> str | None`` run by the validator after every pruning: what is inconsistent, or None.
         groups: for a leaf, ``fn(layer) -> int`` equal channel groups that must lose the same positions.
+        checkpoint: recompute the module in backward instead of keeping its activations, while training with
+            checkpointing switched on (``YOLO_EXT_CHECKPOINT=1``, :func:`yolo_ext.set_checkpointing`); see
+            :mod:`yolo_ext.grad_checkpoint`.
 
     Returns:
         ``cls``.
@@ -307,7 +311,7 @@ def register_module(
         True
         >>> unregister_module(Gate)
     """
-    spec = ModuleSpec(cls, parse=parse, prune=prune, check=check, groups=groups, name=name or "")
+    spec = ModuleSpec(cls, parse=parse, prune=prune, check=check, groups=groups, name=name or "", checkpoint=checkpoint)
     with _LOCK:
         taken = tasks.__dict__.get(spec.name)
         if taken is not None and not any(other.cls is taken for other in _yaml_specs()):

@@ -1,14 +1,16 @@
 """What yolo_ext knows about one module class, in one place: :class:`ModuleSpec`, and the table of them.
 
 A spec says how Ultralytics' model parser gives the module its channels and repeats (``parse``), how the pruner treats
-it (``prune``) and what the validator checks after pruning (``check``). Nothing else holds per-module knowledge; the
-rest is derived from the table:
+it (``prune``), what the validator checks after pruning (``check``) and whether training may recompute it to save
+memory (``checkpoint``). Nothing else holds per-module knowledge; the rest is derived from the table:
 
 - the parser edit and the YAML names (:mod:`yolo_ext.registry`),
 - Torch-Pruning's customised pruners for leaves (:func:`yolo_ext.prune.leaves.leaf_pruners`),
 - which blocks get their ``cv1`` split while pruning (:func:`yolo_ext.prune.split.is_split_block`),
 - the validator's per-layer checks (:func:`yolo_ext.prune.validate.check_model`),
-- the package's exported module classes and the parametrized tests over all modules.
+- the package's exported module classes and the parametrized tests over all modules,
+- the gradient-checkpointing wrapper on the forward of checkpointable classes (:mod:`yolo_ext.grad_checkpoint`,
+  installed by :func:`add` and taken off by :func:`remove`).
 
 The shipped spec lines are in :mod:`yolo_ext.module_specs`; :func:`yolo_ext.register_module` adds a user's own.
 
@@ -16,7 +18,8 @@ The table is keyed by exact class, as Torch-Pruning's ``customized_pruners`` are
 the class's MRO (a ``C3k2`` is split like the ``C2f`` it subclasses, every ``nn.Conv2d`` subclass gets the conv
 check); a leaf rule applies to its exact class only, because a subclass may change the weights its repair edits.
 
-This file imports no other yolo_ext module, so every consumer can import it without cycles.
+This file imports no other yolo_ext module but :mod:`yolo_ext.grad_checkpoint` (which imports none), so every consumer
+can import it without cycles.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass, field
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import C2PSA, C2f
+
+from yolo_ext import grad_checkpoint
 
 __all__ = ["PARSE_KINDS", "PRUNE_KINDS", "ModuleSpec", "SpecError", "checks_for", "prune_kind", "spec_for", "specs"]
 
@@ -70,6 +75,10 @@ class ModuleSpec:
         groups: for a leaf: ``fn(layer) -> int``, the number of equal channel groups that must lose the same positions
             (heads, grouped gates). Torch-Pruning then removes position ``j`` from every group at once.
         name: the YAML name; defaults to the class name.
+        checkpoint: whether training runs the module's forward under ``torch.utils.checkpoint`` when checkpointing is
+            switched on (``YOLO_EXT_CHECKPOINT=1`` / :func:`yolo_ext.set_checkpointing`); see
+            :mod:`yolo_ext.grad_checkpoint`. Worth it for blocks whose inner activations are large next to their input
+            (attention gates, RepViT blocks). Subclasses inherit the wrapped forward unless they define their own.
 
     Examples:
         >>> ModuleSpec(nn.Identity).name, ModuleSpec(nn.Identity).parse
@@ -82,6 +91,7 @@ class ModuleSpec:
     check: Callable[[nn.Module], str | None] | None = None
     groups: Callable[[nn.Module], int] | None = None
     name: str = field(default="")
+    checkpoint: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a spec that cannot work, before anything is registered."""
@@ -105,6 +115,8 @@ class ModuleSpec:
                 raise SpecError(f"{where}: prune='split' is for C2f / C2PSA subclasses; {cls.__name__} is neither.")
         elif self.prune is not None and not callable(self.prune):
             raise SpecError(f"{where}: prune must be a prune kind, a LeafPruner subclass or a function, got {self.prune!r}.")
+        if not isinstance(self.checkpoint, bool):
+            raise SpecError(f"{where}: checkpoint must be True or False, got {self.checkpoint!r}.")
         if self.groups is not None and not self.leaf:
             raise SpecError(f"{where}: groups only applies to a leaf rule (prune=<repair function or LeafPruner>).")
         for arg in ("check", "groups"):
@@ -172,6 +184,8 @@ def add(spec: ModuleSpec) -> None:
                         f"register {spec.cls.__qualname__} under another name (name='My{spec.name}')."
                     )
         _SPECS[spec.cls] = spec
+        if spec.checkpoint:
+            grad_checkpoint.install(spec.cls)
 
 
 def remove(cls: type[nn.Module]) -> ModuleSpec:
@@ -179,6 +193,7 @@ def remove(cls: type[nn.Module]) -> ModuleSpec:
     with _LOCK:
         if cls not in _SPECS:
             raise SpecError(f"{getattr(cls, '__qualname__', cls)!r} is not registered.")
+        grad_checkpoint.uninstall(cls)
         return _SPECS.pop(cls)
 
 

@@ -78,8 +78,10 @@ _SPLIT_FORWARDS = (C2f.forward, C2PSA.forward)
 
 def is_split_block(module: nn.Module) -> bool:
     """Whether the spec table says ``module``'s class splits (C2f, C2PSA and their registered subclasses such as
-    C3k2 and C3k2_RVB*) and it still runs the stock forward that :func:`split_forward` reproduces."""
-    return prune_kind(type(module)) == "split" and type(module).forward in _SPLIT_FORWARDS
+    C3k2 and C3k2_RVB*) and it still runs the stock forward that :func:`split_forward` reproduces (a stock forward
+    wrapped for gradient checkpointing, ``checkpoint=True`` in its spec, still is)."""
+    forward = type(module).forward
+    return prune_kind(type(module)) == "split" and getattr(forward, "__wrapped__", forward) in _SPLIT_FORWARDS
 
 
 @contextmanager
