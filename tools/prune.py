@@ -1,4 +1,4 @@
-"""Prune a trained YOLO detection checkpoint: tools/prune.py --model-path best.pt --prune-ratio 0.4
+"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
 
 Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, CPU
 latency before -> after) and <output>.png (channels per layer). The input file is never modified.
@@ -17,7 +17,8 @@ from yolo_ext.cli_options import ArgumentParser
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint (.pt)")
+    p.add_argument("--model-path", required=True,
+                   help="trained Ultralytics detection, segmentation, pose or OBB checkpoint (.pt)")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
     p.add_argument("--prune-ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
