@@ -174,6 +174,9 @@ def save_pruned(
     model = copy.deepcopy(result.model).float()
     for attr in ("criterion", "pt_path"):
         model.__dict__.pop(attr, None)  # a loss holding the old model, a path of the input: neither belongs here
+    # Ultralytics takes a loaded network's task from this attribute, else guesses it from train args (default
+    # "detect"): say it, so that a segmentation, pose or OBB result never loads as a detector
+    model.task = check_supported_model(model).task
     out = {
         **{k: v for k, v in ckpt.items() if k in {"train_args", "train_metrics", "date", "version", "license", "docs"}},
         "model": model,
