@@ -17,11 +17,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from ultralytics import YOLO
-from ultralytics.nn.tasks import ClassificationModel, OBBModel, PoseModel, RTDETRDetectionModel, SegmentationModel
+from ultralytics.nn.tasks import (
+    ClassificationModel, DetectionModel, OBBModel, PoseModel, RTDETRDetectionModel, SegmentationModel,
+)
 
 from conftest import randomize, run_python
 from test_safety import tool_main
-from yolo_ext.finetune import PRUNED_TRAINERS, FinetuneError, PrunedDetectionTrainer, finetune
+from yolo_ext.finetune import PRUNED_TRAINERS, FinetuneError, PrunedDetectionTrainer, check_teacher, finetune
 from yolo_ext.iterative import iterative_prune
 from yolo_ext.prune import PrunedModelError, PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
@@ -236,6 +238,24 @@ def test_one_epoch_finetune_keeps_pruned_widths(task, task_files, tmp_path):
     assert best["train_args"]["task"] == task
 
 
+@pytest.mark.parametrize("task", ["segment", "pose"])
+def test_taylor_reads_the_task_labels(task, task_files):
+    """The Taylor criterion's gradients come from the task's own loss (masks, keypoints), on its labels."""
+    from yolo_ext.prune.gradients import loss_gradients
+
+    data = task_files[task][0]
+    model = build(task, CHECKPOINTED[task])
+    grads = []
+
+    def recording(m: nn.Module) -> None:
+        loss_gradients(data, IMGSZ, batches=1, batch_size=4)(m)
+        last = m.model[-1].cv4[0][-1]  # mask coefficients / keypoint trunk: gradients only from the task's loss
+        grads.append(float(getattr(last, "conv", last).weight.grad.abs().sum()))
+
+    result = prune_model(model, PruneConfig(ratio=0.4, criterion="taylor", imgsz=IMGSZ), gradient_fn=recording)
+    assert grads and grads[0] > 0 and result.params_after < 0.6 * result.params_before
+
+
 def test_finetune_refusals_for_tasks(task_files, tmp_path):
     """Distillation is for detection (also in iterative pruning); a trainer of another task and a keypoint layout
     that differs are refused before any training (nothing is written)."""
@@ -247,6 +267,8 @@ def test_finetune_refusals_for_tasks(task_files, tmp_path):
     with pytest.raises(FinetuneError, match=r"PrunedDetectionTrainer trains detect models, but this is a segment "
                                             r"network: use yolo_ext\.finetune\.PrunedSegmentationTrainer"):
         finetune(pruned, data, trainer=PrunedDetectionTrainer, project=str(tmp_path), **TRAIN)
+    with pytest.raises(FinetuneError, match=rf"the teacher '{base}' is a segment model"):  # nor teaches a detector
+        check_teacher(DetectionModel("yolov8n.yaml", nc=2, verbose=False), base)
     with pytest.raises(FinetuneError, match=r"detection models only"):  # refused before round one prunes
         iterative_prune(pruned, data, PruneConfig(ratio=0.2, imgsz=IMGSZ), 2, tmp_path / "rounds", teacher=str(base))
     pose_data, _, pose = task_files["pose"]

@@ -349,7 +349,9 @@ def check_teacher(model: DetectionModel, teacher: str | Path) -> None:
     """The teacher must be a detection checkpoint that ``model`` was pruned from (its kept channels are known)."""
     check_distillable(model, "the student")
     try:
-        kept_channels(model, load_detection_checkpoint(teacher, purpose="distillation uses")[1])
+        network = load_detection_checkpoint(teacher, purpose="distillation uses")[1]
+        check_distillable(network, f"the teacher {str(teacher)!r}")
+        kept_channels(model, network)
     except (CheckpointError, PruningError, DistillError) as e:
         raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
 
