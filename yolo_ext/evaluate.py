@@ -79,6 +79,8 @@ def compare_checkpoints(
     rows = []
     for path, model, net, ms in zip(paths, models, nets, latencies):
         macs, params = tp.utils.count_ops_and_params(net, example)
+        # the head decides: Ultralytics guesses "detect" for a network saved without its task (no train args)
+        model.task = check_supported_model(model.model).task
         metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
                             verbose=False)
         box = metrics.box
