@@ -215,19 +215,24 @@ def test_taylor_uses_real_data(tiny_bccd):
     assert isinstance(model.model[-1], Detect)
 
 
-def test_one_detection_check_for_models_and_checkpoints(tmp_path):
-    """prune_model and checkpoint loading refuse with the same check: exact DetectionModel with a plain Detect head."""
-    from ultralytics.nn.tasks import SegmentationModel
+class UnknownHead(Detect):
+    """A Detect subclass the head table does not know: its outputs are not known either, so it is refused."""
 
+
+def test_one_detection_check_for_models_and_checkpoints(tmp_path):
+    """prune_model and checkpoint loading refuse with the same check: exact model class with an exact head class of
+    the head table (segmentation, pose and OBB are accepted: tests/test_tasks.py)."""
     from yolo_ext.prune.checkpoint import load_detection_checkpoint
     from yolo_ext.prune.engine import check_detection_model
 
-    seg = SegmentationModel("yolo11n-seg.yaml", verbose=False)
-    with pytest.raises(PruningError, match=r"SegmentationModel, head Segment\); yolo_ext prunes these models only: detect"):
-        prune_model(seg, PruneConfig(imgsz=IMGSZ))
-    path = tmp_path / "seg.pt"
-    torch.save({"model": seg}, path)
-    with pytest.raises(PruningError, match=rf"'{path}' holds a .*SegmentationModel, head Segment"):
+    odd = build("yolov8n.yaml")
+    odd.model[-1].__class__ = UnknownHead
+    with pytest.raises(PruningError, match=r"DetectionModel, head UnknownHead\); yolo_ext prunes these models only: "
+                                           r"detect \(Detect.*\), segment \(Segment, Segment26\)"):
+        prune_model(odd, PruneConfig(imgsz=IMGSZ))
+    path = tmp_path / "odd.pt"
+    torch.save({"model": odd}, path)
+    with pytest.raises(PruningError, match=rf"'{path}' holds a .*DetectionModel, head UnknownHead"):
         load_detection_checkpoint(path)
     headless = build("yolov8n.yaml")
     headless.model[-1] = nn.Identity()

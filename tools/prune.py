@@ -1,4 +1,4 @@
-"""Prune a trained YOLO detection checkpoint: tools/prune.py --model-path best.pt --prune-ratio 0.4
+"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
 
 The options and the work live in :mod:`yolo_ext.commands.prune` (shared with ``yolo-ext prune key=value``).
 """

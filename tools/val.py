@@ -1,4 +1,4 @@
-"""Compare checkpoints in one table: mAP50, mAP50-95, P, R, params, GFLOPs, CPU latency at a fixed imgsz.
+"""Compare checkpoints in one table: box mAP50, mAP50-95, P, R (+ mask / pose mAP50-95), params, GFLOPs, CPU latency.
 
 tools/val.py --data data.yaml --imgsz 640 best.pt best-pruned40.pt runs/finetune/exp/weights/best.pt
 """

@@ -1,4 +1,9 @@
-"""One comparison table for several checkpoints: accuracy, size, compute and CPU latency, measured the same way."""
+"""One comparison table for several checkpoints: accuracy, size, compute and CPU latency, measured the same way.
+
+Every task yolo_ext prunes is compared by its box metrics (for OBB models: the oriented boxes); segmentation and pose
+checkpoints add their task's own mAP50-95 (:data:`TASK_METRICS`). The checkpoints of one table share a task, since
+they are validated on one data set.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import torch_pruning as tp
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 
-from yolo_ext.prune.checkpoint import load_detection_checkpoint
+from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 from yolo_ext.prune.engine import image_size
 from yolo_ext.prune.errors import CheckpointError, PruningError
+from yolo_ext.prune.heads import check_supported_model
 from yolo_ext.prune.report import LATENCY_THREADS, fused_copy, interleaved_latency_ms
 
 
@@ -28,19 +34,32 @@ class Measurement:
     params: int
     gflops: float
     latency_ms: float
+    task: str = "detect"
+    task_map50_95: float | None = None  # the task's own mAP50-95 (masks, keypoints), where it has one
+
+
+#: task -> (attribute of Ultralytics' validation metrics, column name) for the tasks with a metric beyond boxes
+TASK_METRICS = {"segment": ("seg", "mask mAP50-95"), "pose": ("pose", "pose mAP50-95")}
 
 
 def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
-    """Before any model is timed or validated: every path is a detection checkpoint and the data YAML is usable.
+    """Before any model is timed or validated: every path is a checkpoint of a task yolo_ext prunes, all of one
+    task, and the data YAML is usable.
 
     Raises:
         CheckpointError: naming the first unusable checkpoint or the data YAML, and what to pass instead.
     """
+    tasks: dict[str, list[str]] = {}
     for path in paths:
         try:
-            load_detection_checkpoint(path, purpose="tools/val.py (box mAP) compares")
+            model = load_prunable_checkpoint(path, purpose="tools/val.py compares")[1]
         except PruningError as e:  # another task's model: a checkpoint problem here, not a pruning one
             raise CheckpointError(str(e)) from e
+        tasks.setdefault(check_supported_model(model).task, []).append(str(path))
+    if len(tasks) > 1:
+        mixed = "; ".join(f"{task}: {', '.join(names)}" for task, names in tasks.items())
+        raise CheckpointError(f"The checkpoints are of different tasks ({mixed}); one table validates one task on one "
+                              "data set. Compare each task's checkpoints separately.")
     try:
         check_det_dataset(str(data), autodownload=False)
     except Exception as e:
@@ -60,22 +79,32 @@ def compare_checkpoints(
     rows = []
     for path, model, net, ms in zip(paths, models, nets, latencies):
         macs, params = tp.utils.count_ops_and_params(net, example)
-        box = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
-                        verbose=False).box
-        rows.append(Measurement(str(path), box.map50, box.map, box.mp, box.mr, int(params), 2 * macs / 1e9, ms))
+        # the head decides: Ultralytics guesses "detect" for a network saved without its task (no train args)
+        model.task = check_supported_model(model.model).task
+        metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
+                            verbose=False)
+        box = metrics.box
+        extra = TASK_METRICS.get(model.task)
+        task_map = getattr(metrics, extra[0]).map if extra else None
+        rows.append(Measurement(str(path), box.map50, box.map, box.mp, box.mr, int(params), 2 * macs / 1e9, ms,
+                                model.task, task_map))
     return rows
 
 
 def format_comparison(rows: list[Measurement], imgsz: int) -> str:
-    """Markdown table; the first row is the reference for the relative columns."""
+    """Markdown table; the first row is the reference for the relative columns. Box metrics first; the task's own
+    mAP50-95 (:data:`TASK_METRICS`) follows the box recall for segmentation and pose."""
     ref = rows[0]
+    extra = TASK_METRICS.get(ref.task)
     lines = [
-        f"| checkpoint | mAP50 | mAP50-95 | P | R | params | GFLOPs@{imgsz} | CPU ms ({LATENCY_THREADS} thr) | params vs first | ms vs first |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| checkpoint | mAP50 | mAP50-95 | P | R | {extra[1] + ' | ' if extra else ''}params | GFLOPs@{imgsz} | "
+        f"CPU ms ({LATENCY_THREADS} thr) | params vs first | ms vs first |",
+        "|---|" + "---:|" * (9 + bool(extra)),
     ]
     for r in rows:
+        task_cell = f"{r.task_map50_95:.3f} | " if extra else ""
         lines.append(
-            f"| {r.name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.precision:.3f} | {r.recall:.3f} | {r.params:,} | "
-            f"{r.gflops:.2f} | {r.latency_ms:.1f} | {r.params / ref.params:.2f}x | {r.latency_ms / ref.latency_ms:.2f}x |"
+            f"| {r.name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.precision:.3f} | {r.recall:.3f} | {task_cell}"
+            f"{r.params:,} | {r.gflops:.2f} | {r.latency_ms:.1f} | {r.params / ref.params:.2f}x | {r.latency_ms / ref.latency_ms:.2f}x |"
         )
     return "\n".join(lines)

@@ -4,6 +4,8 @@
 still match, which silently undoes a pruning. :class:`PrunedDetectionTrainer` is the extension point Ultralytics
 offers (``model.train(trainer=...)``): its ``get_model`` returns the network it is given. The same holds when
 resuming (the network comes from ``last.pt``) and in DDP workers (Ultralytics pickles ``trainer.model`` for them).
+Segmentation, pose and OBB networks train through Ultralytics' own trainer of their task (its data loading, loss
+and metrics) with the same behaviour on top: :data:`PRUNED_TRAINERS`, picked from the checkpoint's head.
 
 Everything that can be checked before training (checkpoint, data, teacher, epochs, device, what ``--resume`` points
 at) is checked first, so a mistake costs no training and leaves no run folder. Checkpoints are written under
@@ -22,6 +24,9 @@ import torch
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.cfg import DEFAULT_CFG
@@ -33,6 +38,7 @@ from yolo_ext.distill import DistillError, DistillWeights, PrunedDistillationMod
 from yolo_ext.files import remove_stale_temps, temp_path
 from yolo_ext.prune.checkpoint import base_train_args, load_detection_checkpoint, pruning_history
 from yolo_ext.prune.errors import CheckpointError, PruningError
+from yolo_ext.prune.heads import check_supported_model
 
 #: Training hyperparameters a fine-tuning inherits from the run that trained the base network (its checkpoint's
 #: ``train_args``): the same optimizer, learning-rate schedule, loss gains and augmentation, over fewer epochs.
@@ -66,6 +72,8 @@ class PrunedDetectionTrainer(DetectionTrainer):
 
     distill_weights: DistillWeights = DistillWeights()
     distill_method: str = "pruned"
+    #: the Ultralytics trainer this class extends, i.e. the task it trains (see :data:`PRUNED_TRAINERS`)
+    ultralytics_trainer: type[DetectionTrainer] = DetectionTrainer
 
     def setup_model(self):
         """As Ultralytics, but a resumed distillation run gets our wrapper back (built in set_model_attributes)."""
@@ -77,16 +85,21 @@ class PrunedDetectionTrainer(DetectionTrainer):
     def set_model_attributes(self) -> None:
         """Give the student its classes and args, then wrap it with its teacher (before EMA, DDP and the AMP check)."""
         super().set_model_attributes()
+        if self.args.distill_model:
+            check_distillable(self.model, "the network being trained")
         if self.args.distill_model and self.distill_method == "pruned" and not isinstance(self.model, DistillationModel):
             self.model = PrunedDistillationModel(self.args.distill_model, self.model, self.distill_weights)
 
     def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True) -> DetectionModel:
-        """Return ``weights`` itself (the pruned network), its class outputs rebuilt if the data has other classes."""
+        """Return ``weights`` itself (the pruned network), after checking it fits this trainer's task and the data;
+        its class outputs are rebuilt if the data has other classes."""
         if not isinstance(weights, DetectionModel):
             raise FinetuneError(
-                "PrunedDetectionTrainer fine-tunes an existing network: call YOLO('pruned.pt').train(trainer=...) "
+                f"{type(self).__name__} fine-tunes an existing network: call YOLO('pruned.pt').train(trainer=...) "
                 "or yolo_ext.finetune.finetune('pruned.pt', ...); there is no model to start from."
             )
+        check_trainer_task(type(self), weights)
+        check_task_data(weights, self.data)
         change = _new_classes(weights, self.data, self.args.data, getattr(self.args, "cls_remap", True))
         if change is not None:
             LOGGER.info(change.line())
@@ -143,6 +156,86 @@ class PrunedDetectionTrainer(DetectionTrainer):
                 path.unlink(missing_ok=True)
 
 
+class PrunedSegmentationTrainer(PrunedDetectionTrainer, SegmentationTrainer):
+    """:class:`PrunedDetectionTrainer` for segmentation: Ultralytics' SegmentationTrainer (masks, mask loss, mask
+    mAP) training the pruned network it is given."""
+
+    ultralytics_trainer = SegmentationTrainer
+
+
+class PrunedPoseTrainer(PrunedDetectionTrainer, PoseTrainer):
+    """:class:`PrunedDetectionTrainer` for pose: Ultralytics' PoseTrainer (keypoints, OKS) on the pruned network."""
+
+    ultralytics_trainer = PoseTrainer
+
+
+class PrunedOBBTrainer(PrunedDetectionTrainer, OBBTrainer):
+    """:class:`PrunedDetectionTrainer` for oriented boxes: Ultralytics' OBBTrainer on the pruned network."""
+
+    ultralytics_trainer = OBBTrainer
+
+
+#: Task (as in :data:`yolo_ext.prune.heads.HEADS`) -> the trainer that keeps a pruned network of that task. Each is
+#: Ultralytics' trainer of the task with PrunedDetectionTrainer's behaviour first in the MRO, so a new task is one
+#: class and one line here.
+PRUNED_TRAINERS: dict[str, type[PrunedDetectionTrainer]] = {
+    "detect": PrunedDetectionTrainer,
+    "segment": PrunedSegmentationTrainer,
+    "pose": PrunedPoseTrainer,
+    "obb": PrunedOBBTrainer,
+}
+
+
+def pruned_trainer(model: torch.nn.Module) -> type[PrunedDetectionTrainer]:
+    """The trainer of :data:`PRUNED_TRAINERS` for ``model``'s task (its head decides)."""
+    task = check_supported_model(model, "yolo_ext fine-tunes").task
+    if task not in PRUNED_TRAINERS:
+        raise FinetuneError(
+            f"No fine-tuning trainer for {task} models; yolo_ext fine-tunes {', '.join(PRUNED_TRAINERS)} models."
+        )
+    return PRUNED_TRAINERS[task]
+
+
+def trainer_task(trainer: type) -> str | None:
+    """The task a trainer class trains: that of the first Ultralytics task trainer in its MRO (None: no task
+    trainer of :data:`PRUNED_TRAINERS`)."""
+    stock = {t.ultralytics_trainer: task for task, t in PRUNED_TRAINERS.items()}
+    return next((stock[cls] for cls in trainer.__mro__ if cls in stock), None)
+
+
+def check_trainer_task(trainer: type, model: torch.nn.Module) -> None:
+    """A trainer of another task would feed the network the wrong labels and loss; refuse it, naming the right one."""
+    expected, task = pruned_trainer(model), check_supported_model(model).task
+    trains = trainer_task(trainer)
+    if trains != task:
+        raise FinetuneError(
+            f"{trainer.__name__} trains {trains or 'other'} models, but this is a {task} network: use "
+            f"yolo_ext.finetune.{expected.__name__} (finetune() and tools/finetune.py pick it from the checkpoint)."
+        )
+
+
+def check_task_data(model: torch.nn.Module, data: dict) -> None:
+    """What the data must agree on beyond classes: a pose network's keypoint layout is fixed by its head."""
+    head = model.model[-1]
+    kpt_shape = getattr(head, "kpt_shape", None)
+    if kpt_shape is not None and list(data.get("kpt_shape") or []) != list(kpt_shape):
+        raise FinetuneError(
+            f"The pose network predicts keypoints of shape {list(kpt_shape)} but the data's kpt_shape is "
+            f"{data.get('kpt_shape')}: fine-tune on data with the same keypoints (kpt_shape: {list(kpt_shape)})."
+        )
+
+
+def check_distillable(model: torch.nn.Module, what: str) -> None:
+    """Distillation (:mod:`yolo_ext.distill`) compares detection outputs only; refuse it for other tasks rather than
+    leave their masks, keypoints or angles untaught while looking like it worked."""
+    task = check_supported_model(model, "yolo_ext fine-tunes").task
+    if task != "detect":
+        raise FinetuneError(
+            f"Distillation (--teacher / distill_model) supports detection models only, and {what} is a {task} model. "
+            "Fine-tune it without a teacher."
+        )
+
+
 @torch.no_grad()
 def _full_precision_ema(path: Path, ema: torch.nn.Module) -> None:
     """Rewrite the checkpoint's FP16 EMA with the live FP32 values (same keys; a distillation teacher stays out)."""
@@ -177,8 +270,10 @@ def check_train_args(train_args: dict[str, Any]) -> None:
     check_device(train_args.get("device"))
 
 
-def check_resume(last: str | Path, data: str | Path | None = None) -> None:
-    """``last`` must be the ``last.pt`` of an interrupted training, and its data usable (or ``data`` given)."""
+def check_resume(last: str | Path, data: str | Path | None = None) -> DetectionModel:
+    """``last`` must be the ``last.pt`` of an interrupted training, and its data usable (or ``data`` given).
+
+    Returns the network it holds (its task picks the trainer)."""
     try:
         ckpt, model = load_detection_checkpoint(last, purpose="yolo_ext fine-tunes")
     except (CheckpointError, PruningError) as e:
@@ -207,6 +302,7 @@ def check_resume(last: str | Path, data: str | Path | None = None) -> None:
         check_det_dataset(str(data), autodownload=False)
     except Exception as e:
         raise FinetuneError(f"The data YAML of the run ({str(data)!r}) cannot be used: {e}") from e
+    return model
 
 
 def finetune_recipe(ckpt: dict, model: DetectionModel, fraction: float = EPOCHS_FRACTION) -> dict[str, Any]:
@@ -244,13 +340,17 @@ def check_finetune_inputs(
     except Exception as e:
         raise FinetuneError(f"Data YAML {str(data)!r} cannot be used: {e}") from e
     _new_classes(model, info, data)  # the model as training will see it: teachers are checked against it
+    check_task_data(model, info)
     return ckpt, model
 
 
 def check_teacher(model: DetectionModel, teacher: str | Path) -> None:
     """The teacher must be a detection checkpoint that ``model`` was pruned from (its kept channels are known)."""
+    check_distillable(model, "the student")
     try:
-        kept_channels(model, load_detection_checkpoint(teacher, purpose="distillation uses")[1])
+        network = load_detection_checkpoint(teacher, purpose="distillation uses")[1]
+        check_distillable(network, f"the teacher {str(teacher)!r}")
+        kept_channels(model, network)
     except (CheckpointError, PruningError, DistillError) as e:
         raise FinetuneError(f"Teacher (--teacher / distill_model): {e}") from e
 
@@ -292,9 +392,10 @@ def finetune(
     """Fine-tune a pruned checkpoint; ``train_args`` are Ultralytics train arguments (epochs, imgsz, batch, ...).
 
     Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs).
-    ``teacher`` is a network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, or ``"auto"`` for the one
-    the model was pruned from when its file is still there (:func:`default_teacher`); None (the default) trains
-    without one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
+    ``trainer`` defaults to the one of the checkpoint's task (:data:`PRUNED_TRAINERS`); a given one must train that
+    task. ``teacher`` (detection only) is a network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, or
+    ``"auto"`` for the one the model was pruned from when its file is still there (:func:`default_teacher`); None
+    (the default) trains without one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
     Data with another number of classes than the model's gets new class outputs and keeps the rest of the network
     (:mod:`yolo_ext.classes`); an explicit teacher must then predict the data's classes.
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).
@@ -302,6 +403,10 @@ def finetune(
     """
     check_train_args(train_args)
     ckpt, model = check_finetune_inputs(model_path, data, require_pruned)
+    trainer = trainer or pruned_trainer(model)
+    check_trainer_task(trainer, model)
+    if train_args.get("distill_model") or teacher is not None:
+        check_distillable(model, repr(str(model_path)))
     if train_args.get("distill_model"):
         check_teacher(model, train_args["distill_model"])
     elif teacher == "auto":  # default_teacher has checked what it finds
@@ -319,7 +424,7 @@ def finetune(
         for weights in Path(args["project"]).glob("*/weights"):
             remove_stale_temps(weights)  # temporary checkpoints of earlier runs that were killed
     yolo = YOLO(str(model_path))
-    yolo.train(trainer=trainer or PrunedDetectionTrainer, data=str(data), **args)
+    yolo.train(trainer=trainer, data=str(data), **args)
     return yolo
 
 
@@ -327,9 +432,9 @@ def resume(last: str | Path, **train_args: Any) -> YOLO:
     """Continue an interrupted fine-tuning from its ``last.pt`` with the pruned architecture."""
     remove_stale_temps(Path(last).parent)  # left by the run that was killed
     check_train_args(train_args)
-    check_resume(last, train_args.get("data"))
+    network = check_resume(last, train_args.get("data"))
     model = YOLO(str(last))
-    model.train(trainer=PrunedDetectionTrainer, resume=True, **train_args)
+    model.train(trainer=pruned_trainer(network), resume=True, **train_args)
     return model
 
 

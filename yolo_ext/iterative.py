@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from yolo_ext.finetune import check_finetune_inputs, check_train_args, finetune
+from yolo_ext.finetune import check_distillable, check_finetune_inputs, check_train_args, finetune
 from yolo_ext.prune import PruneConfig, PruningError
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
@@ -56,7 +56,9 @@ def iterative_prune(
         raise PruningError(f"steps must be >= 1, got {steps}.")
     config.check()
     check_train_args(train_args)
-    check_finetune_inputs(checkpoint, data, require_pruned=False)
+    _, model = check_finetune_inputs(checkpoint, data, require_pruned=False)
+    if train_args.get("teacher") is not None or train_args.get("distill_model"):
+        check_distillable(model, repr(str(checkpoint)))  # before step one, not after its pruning
     out = Path(out)
     check_out_folder(out)
     current, results = Path(checkpoint), []

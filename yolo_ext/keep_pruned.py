@@ -6,12 +6,14 @@ still match, which silently undoes a pruning (2.59M params back from 0.93M, "Tra
 record gone). The one hook Ultralytics runs between creating the trainer and asking it for the network is the
 ``on_pretrain_routine_start`` callback, run in the trainer's constructor. ``import yolo_ext`` adds
 :func:`keep_pruned_network` to Ultralytics' default callbacks; when the checkpoint being trained carries a yolo_ext
-pruning record, it makes the stock ``DetectionTrainer`` a :class:`yolo_ext.finetune.PrunedDetectionTrainer` (a
-subclass that only changes how the network is obtained and saved) and says so loudly. Other trainer classes are not
-changed: they get the warning and the advice to derive from ``PrunedDetectionTrainer``.
+pruning record, it makes the stock trainer of its task (``DetectionTrainer``, ``SegmentationTrainer``,
+``PoseTrainer``, ``OBBTrainer``) the matching trainer of :data:`yolo_ext.finetune.PRUNED_TRAINERS` (a subclass that
+only changes how the network is obtained and saved) and says so loudly. Other trainer classes are not changed: they
+get the warning and the advice to derive from the pruned trainer of their task.
 
 Limits: a ``YOLO`` object created before ``import yolo_ext`` has no such callback, and Ultralytics does not run the
-callback in the parent process of a multi-GPU (DDP) run; pass ``trainer=PrunedDetectionTrainer`` there.
+callback in the parent process of a multi-GPU (DDP) run; pass ``trainer=PrunedDetectionTrainer`` (or the task's
+pruned trainer) there.
 """
 
 from __future__ import annotations
@@ -39,10 +41,8 @@ def _pruned_network(path: str) -> Any:
 
 
 def keep_pruned_network(trainer: Any) -> None:
-    """Callback: train a pruned checkpoint with :class:`~yolo_ext.finetune.PrunedDetectionTrainer` (see module doc)."""
-    from ultralytics.models.yolo.detect import DetectionTrainer
-
-    from yolo_ext.finetune import PrunedDetectionTrainer
+    """Callback: train a pruned checkpoint with its task's pruned trainer (see module doc)."""
+    from yolo_ext.finetune import PRUNED_TRAINERS, PrunedDetectionTrainer
 
     if isinstance(trainer, PrunedDetectionTrainer):
         return
@@ -52,17 +52,19 @@ def keep_pruned_network(trainer: Any) -> None:
         return
     params = sum(p.numel() for p in network.parameters())
     what = f"{path} holds a pruned network ({params:,} params, pruned {len(network.yolo_ext_pruning)} time(s))"
-    if type(trainer) is DetectionTrainer:
-        trainer.__class__ = PrunedDetectionTrainer  # adds no state: only get_model / save_model / final_eval differ
+    pruned = {t.ultralytics_trainer: t for t in PRUNED_TRAINERS.values()}.get(type(trainer))
+    if pruned is not None:
+        trainer.__class__ = pruned  # adds no state: only get_model / save_model / final_eval differ
         LOGGER.warning(
-            f"yolo_ext: {what}. Ultralytics' DetectionTrainer would rebuild the unpruned network from its YAML and "
-            "undo the pruning; training it with yolo_ext.finetune.PrunedDetectionTrainer instead, which keeps it. "
-            "Pass trainer=PrunedDetectionTrainer (or use tools/finetune.py) to choose this explicitly."
+            f"yolo_ext: {what}. Ultralytics' {pruned.ultralytics_trainer.__name__} would rebuild the unpruned network "
+            f"from its YAML and undo the pruning; training it with yolo_ext.finetune.{pruned.__name__} instead, which "
+            f"keeps it. Pass trainer={pruned.__name__} (or use tools/finetune.py) to choose this explicitly."
         )
     else:
         LOGGER.warning(
             f"yolo_ext: {what}, but {type(trainer).__name__} rebuilds the network from its YAML: THE PRUNING WILL BE "
-            "UNDONE. Derive your trainer from yolo_ext.finetune.PrunedDetectionTrainer, or use tools/finetune.py."
+            "UNDONE. Derive your trainer from the pruned trainer of its task (yolo_ext.finetune.PRUNED_TRAINERS, "
+            "e.g. PrunedDetectionTrainer), or use tools/finetune.py."
         )
 
 

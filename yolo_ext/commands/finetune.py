@@ -1,4 +1,4 @@
-"""Fine-tune a pruned checkpoint with the Ultralytics trainer, keeping the pruned architecture.
+"""Fine-tune a pruned checkpoint with the Ultralytics trainer of its task, keeping the pruned architecture.
 
 tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher auto] [--resume last.pt]
 yolo-ext finetune model=best-pruned40.pt data=data.yaml [epochs=30] [teacher=auto] [resume=last.pt]
@@ -30,7 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--teacher", help="checkpoint to distil from, or 'auto': the one the model was pruned from")
+    p.add_argument("--teacher",
+                   help="checkpoint to distil from, or 'auto': the one the model was pruned from (detection only)")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")

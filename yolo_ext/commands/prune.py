@@ -1,4 +1,4 @@
-"""Prune a trained YOLO detection checkpoint: tools/prune.py --model-path best.pt --prune-ratio 0.4
+"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
 (or yolo-ext prune model=best.pt ratio=0.4).
 
 Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, CPU
@@ -18,7 +18,8 @@ from yolo_ext.cli_options import ArgumentParser
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", "--model", required=True, help="trained Ultralytics detection checkpoint (.pt)")
+    p.add_argument("--model-path", "--model", required=True,
+                   help="trained Ultralytics detection, segmentation, pose or OBB checkpoint (.pt)")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
     p.add_argument("--prune-ratio", "--ratio", type=float, default=0.4, help="fraction of channels removed per layer group")

@@ -1,4 +1,4 @@
-"""Structured channel pruning for Ultralytics YOLO detectors (see :func:`prune_model`)."""
+"""Structured channel pruning for Ultralytics YOLO models: detect, segment, pose, obb (see :func:`prune_model`)."""
 
 from yolo_ext.prune.engine import PruneConfig, PruneResult, prune_model
 from yolo_ext.prune.errors import CheckpointError, PrunedModelError, PruningError

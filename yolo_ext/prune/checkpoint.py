@@ -25,13 +25,15 @@ import yolo_ext
 from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
 from yolo_ext.prune.engine import PruneConfig, PruneResult, check_detection_model, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
+from yolo_ext.prune.heads import check_supported_model
 from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
 
 
-def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
-    """Read an Ultralytics detection checkpoint (``ema`` preferred, as Ultralytics does) as an FP32 model.
+def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
+    """Read an Ultralytics checkpoint of a model yolo_ext prunes (``ema`` preferred, as Ultralytics does) as FP32.
 
-    ``purpose`` completes the refusal of other tasks: "<purpose> these models only".
+    Every task of :data:`yolo_ext.prune.heads.HEADS` is accepted (detect, segment, pose, obb: all ``DetectionModel``
+    subclasses); anything else is refused with a message whose second half is "<purpose> these models only: ...".
     """
     path = Path(path)
     if path.is_dir():
@@ -60,6 +62,10 @@ def load_detection_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes"
         model = model.student_model
     check_detection_model(model, purpose, source=str(path))
     return ckpt, model.float()
+
+
+#: The name from when only detection was pruned; kept so that existing code and scripts go on working.
+load_detection_checkpoint = load_prunable_checkpoint
 
 
 def pruning_history(model: nn.Module) -> list[dict]:
@@ -168,6 +174,9 @@ def save_pruned(
     model = copy.deepcopy(result.model).float()
     for attr in ("criterion", "pt_path"):
         model.__dict__.pop(attr, None)  # a loss holding the old model, a path of the input: neither belongs here
+    # Ultralytics takes a loaded network's task from this attribute, else guesses it from train args (default
+    # "detect"): say it, so that a segmentation, pose or OBB result never loads as a detector
+    model.task = check_supported_model(model).task
     out = {
         **{k: v for k, v in ckpt.items() if k in {"train_args", "train_metrics", "date", "version", "license", "docs"}},
         "model": model,
@@ -263,7 +272,7 @@ def prune_checkpoint(
     candidates = None if output else output_candidates(source, config)
     output = Path(output) if output else default_output(source, config)
     check_output(source, output, overwrite)  # before any work
-    ckpt, model = load_detection_checkpoint(source)
+    ckpt, model = load_prunable_checkpoint(source)
     original = copy.deepcopy(model)
     result = prune_model(model, config, gradient_fn=gradient_fn)
     notes = check_removed(config, result)
@@ -279,7 +288,8 @@ def prune_checkpoint(
         before_ms, after_ms = interleaved_latency_ms(models, config.size, runs=latency_runs)
         rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
     done = result.config  # the ratio a params/MACs target resolved to
-    title = f"{source.name} -> {output.name}: {done.criterion}, ratio {done.ratio:.3g}" + (
+    task = check_supported_model(result.model).task
+    title = f"{source.name} -> {output.name} ({task}): {done.criterion}, ratio {done.ratio:.3g}" + (
         ", global" if done.is_global else ""
     )
     table = format_table(rows, title) + "".join(f"\nNote: {n}" for n in notes)

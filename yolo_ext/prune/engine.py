@@ -1,4 +1,4 @@
-"""Structured channel pruning of Ultralytics detection models on Torch-Pruning's dependency graph.
+"""Structured channel pruning of Ultralytics YOLO models (the heads of :mod:`.heads`) on Torch-Pruning's graph.
 
 What Torch-Pruning lacks for YOLO is added around it, never inside it: C2f-family ``cv1`` splits (:mod:`.split`),
 channel-preserving attention leaves and a Detect stand-in (:mod:`.leaves`), protected head outputs, and a validator
@@ -168,7 +168,8 @@ def prune_model(
     """Prune ``model`` in place and validate it.
 
     Args:
-        model: an Ultralytics ``DetectionModel`` (YOLOv8 / YOLO11 / YOLO26 families, with or without yolo_ext layers).
+        model: an Ultralytics ``DetectionModel``, ``SegmentationModel``, ``PoseModel`` or ``OBBModel`` (YOLOv8 /
+            YOLO11 / YOLO26 families, with or without yolo_ext layers; the heads of :mod:`.heads`).
         config: what to prune; defaults to ``PruneConfig()`` (L1, ratio 0.4).
         gradient_fn: for gradient criteria (``taylor``): accumulates ``.grad`` on the model's weights from real
             data; called before every pruning step, on the model being pruned.

@@ -1,4 +1,8 @@
-"""Gradients of the detection loss on a few batches of real data, for first-order (Taylor) pruning criteria."""
+"""Gradients of the model's own training loss on a few batches of real data, for first-order (Taylor) criteria.
+
+The loss is the model's task loss (boxes and classes; plus masks, keypoints or angles), so the batches are read with
+that task's labels: the data set is built at the first call, once the model (and so its task) is known.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 from yolo_ext.prune.errors import PruningError
+from yolo_ext.prune.heads import check_supported_model
 
 
 def loss_gradients(data: str | Path, imgsz: int, batches: int = 4, batch_size: int = 8) -> Callable[[nn.Module], None]:
@@ -24,12 +29,22 @@ def loss_gradients(data: str | Path, imgsz: int, batches: int = 4, batch_size: i
         info = check_det_dataset(str(data), autodownload=False)
     except Exception as e:
         raise PruningError(f"Cannot read data YAML {str(data)!r} for the Taylor criterion: {e}") from e
-    cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch_size, "workers": 0, "task": "detect", "cache": False})
-    dataset = build_yolo_dataset(cfg, info["train"], batch_size, info, mode="val", stride=32)
-    loader = build_dataloader(dataset, batch_size, workers=0, shuffle=False)
+    loaders: dict[str, object] = {}
+
+    def batches_for(task: str):
+        """Un-augmented train batches with the labels ``task``'s loss reads (built once per task)."""
+        if task not in loaders:
+            cfg = get_cfg(overrides={"imgsz": imgsz, "batch": batch_size, "workers": 0, "task": task, "cache": False})
+            try:
+                dataset = build_yolo_dataset(cfg, info["train"], batch_size, info, mode="val", stride=32)
+            except Exception as e:  # e.g. pose data without kpt_shape, detection boxes for a segmentation model
+                raise PruningError(f"Cannot read {str(data)!r} as {task} data for the Taylor criterion: {e}") from e
+            loaders[task] = build_dataloader(dataset, batch_size, workers=0, shuffle=False)
+        return loaders[task]
 
     def accumulate(model: DetectionModel) -> None:
         args = getattr(model, "args", None)  # a checkpoint's train args (dict), the trainer's namespace, or none
+        loader = batches_for(check_supported_model(model).task)
         model.args = args if hasattr(args, "box") else get_cfg({**DEFAULT_CFG_DICT, **(args or {})})
         model.train()
         for m in model.modules():

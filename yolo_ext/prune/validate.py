@@ -1,11 +1,14 @@
 """The check run after every pruning: stored attributes agree with weights, forward works at two sizes, finite outputs.
 
 Per-layer checks come from the spec table (:mod:`yolo_ext.module_specs`); the forward runs in eval mode at
-:data:`CHECK_SIZES` and must give the output shapes recorded before pruning. It does not fuse, save or export the model
+:data:`CHECK_SIZES` and in training mode (on a copy) at the first of them, and must give the output shapes recorded
+before pruning: every head output of every task, training-only ones included. It does not fuse, save or export the model
 (the tests do that for every family); a model that fails is never written to disk.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch_pruning as tp
@@ -74,33 +77,46 @@ def _flat_shapes(out: object) -> list[tuple[int, ...]]:
 # full-size forward that counts MACs after pruning exercises the user's size as well.
 CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 96), (96, 64))
 
+#: (mode, input size) pairs the validator runs. Training mode too, on a copy: some head layers run only there
+#: (YOLO26's keypoint sigmas and semantic-segmentation logits, every one-to-one branch's raw output), and a pruning
+#: that broke them would otherwise pass and fail at the first fine-tuning step.
+CHECK_RUNS: tuple[tuple[str, tuple[int, int]], ...] = (*(("eval", s) for s in CHECK_SIZES), ("train", CHECK_SIZES[0]))
+
+
+def _forward(model: nn.Module, mode: str, size: tuple[int, int]) -> object:
+    """The model's output in ``mode``; a training-mode forward runs on a copy (it would update BN statistics)."""
+    if mode == "train":
+        return copy.deepcopy(model).train()(torch.rand(1, 3, *size))
+    return model.eval()(torch.rand(1, 3, *size))
+
 
 @torch.no_grad()
-def output_shapes(model: nn.Module) -> dict[tuple[int, int], list[tuple[int, ...]]]:
-    """Shapes of every prediction tensor in eval mode at the check sizes (recorded before pruning)."""
+def output_shapes(model: nn.Module) -> dict[tuple[str, tuple[int, int]], list[tuple[int, ...]]]:
+    """Shapes of every prediction tensor, per (mode, input size) of :data:`CHECK_RUNS` (recorded before pruning)."""
+    shapes = {run: _flat_shapes(_forward(model, *run)) for run in CHECK_RUNS}
     model.eval()
-    return {s: _flat_shapes(model(torch.rand(1, 3, *s))) for s in CHECK_SIZES}
+    return shapes
 
 
 @torch.no_grad()
-def check_model(model: nn.Module, expected: dict[tuple[int, int], list[tuple[int, ...]]]) -> None:
+def check_model(model: nn.Module, expected: dict[tuple[str, tuple[int, int]], list[tuple[int, ...]]]) -> None:
     """Raise :class:`PrunedModelError` naming the first inconsistent layer or output."""
     for name, m in model.named_modules():
         for check in checks_for(type(m)):  # the spec table's checks for the class and its bases
             if problem := check(m):
                 raise PrunedModelError(f"Pruned layer {name} ({type(m).__name__}) is inconsistent: {problem}.")
-    model.eval()
-    for size, shapes in expected.items():
+    for (mode, size), shapes in expected.items():
+        where = f"input {size}" + (" in training mode" if mode == "train" else "")
         try:
-            out = model(torch.rand(1, 3, *size))
+            out = _forward(model, mode, size)
         except Exception as e:
-            raise PrunedModelError(f"Pruned model fails forward at input {size}: {type(e).__name__}: {e}") from e
+            raise PrunedModelError(f"Pruned model fails forward at {where}: {type(e).__name__}: {e}") from e
         got = _flat_shapes(out)
         if got != shapes:
-            raise PrunedModelError(f"Pruned model output shapes at input {size} changed: {got} != {shapes}.")
+            raise PrunedModelError(f"Pruned model output shapes at {where} changed: {got} != {shapes}.")
         if not all(torch.isfinite(t).all() for t in _tensors(out)):
-            raise PrunedModelError(f"Pruned model gives non-finite outputs at input {size}.")
-
+            raise PrunedModelError(f"Pruned model gives non-finite outputs at {where}.")
+    model.eval()
 
 
 def count_after(model: nn.Module, example: torch.Tensor) -> tuple[float, float]:
