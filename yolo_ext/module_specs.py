@@ -11,8 +11,8 @@ how they prune and what the validator checks.
 from __future__ import annotations
 
 from torch import nn
-from ultralytics.nn.modules import C2PSA, C2f
-from ultralytics.nn.modules.block import AAttn, Attention
+from ultralytics.nn.modules import C2PSA, PSA, C2f
+from ultralytics.nn.modules.block import AAttn, Attention, RepVGGDW
 
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, SimAM
 from yolo_ext.prune import leaves, validate
@@ -31,6 +31,8 @@ SPECS: tuple[ModuleSpec, ...] = (
     ModuleSpec(C2PSA, parse=None, prune="split", check=validate.check_split_block),
     ModuleSpec(Attention, parse=None, prune=leaves.AttentionPruner, check=validate.check_attention),
     ModuleSpec(AAttn, parse=None, prune=leaves.AreaAttentionPruner),
+    ModuleSpec(PSA, parse=None, prune="split", check=validate.check_split_block),  # YOLOv10; its attn is Attention
+    ModuleSpec(RepVGGDW, parse=None, prune=leaves.RepVGGDWPruner, check=validate.check_repvggdw),  # YOLOv10 CIB
     ModuleSpec(nn.Conv2d, parse=None, check=validate.check_conv),
     ModuleSpec(nn.BatchNorm2d, parse=None, check=validate.check_bn),
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import DFL, Detect
+from ultralytics.nn.modules import DFL, Detect, v10Detect
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_ext.prune.errors import PruningError
@@ -44,6 +44,9 @@ class HeadSpec:
 #: head class -> spec. Exact classes: Segment is a Detect subclass with outputs Detect does not have.
 HEADS: dict[type[nn.Module], HeadSpec] = {
     Detect: HeadSpec("detect", DetectionModel),
+    # YOLOv10: one-to-many and one-to-one branches (both traced, all six outputs fixed); its class branches start
+    # with depth-wise 3x3 convs, which lose the input channels the neck loses
+    v10Detect: HeadSpec("detect", DetectionModel),
 }
 
 
