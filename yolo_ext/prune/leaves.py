@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import Conv
-from ultralytics.nn.modules.block import AAttn, Attention, RepVGGDW
+from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
 from yolo_ext.prune.heads import HEADS, trace_branches
@@ -215,22 +215,6 @@ class AreaAttentionPruner(LeafPruner):
     def prune(self, layer: AAttn, idxs: Sequence[int]) -> None:
         _prune_conv_in(layer.qkv, idxs)
         _prune_conv_out(layer.proj, idxs)
-
-
-class RepVGGDWPruner(LeafPruner):
-    """Ultralytics' ``RepVGGDW`` (YOLOv10's 7x7 + 3x3 depth-wise mixer inside CIB): both depth-wise convs (one once
-    fused) lose the same channels, and the stored ``dim`` follows. Traced, it would prune the same weights but leave
-    ``dim`` at the trained width; yolo_ext's RepViT ``RepVGGDW`` subclass reads ``dim`` from its weights and is traced.
-    """
-
-    def channels(self, layer: RepVGGDW) -> int:
-        return (layer.conv.conv if isinstance(layer.conv, Conv) else layer.conv).out_channels
-
-    def prune(self, layer: RepVGGDW, idxs: Sequence[int]) -> None:
-        for conv in (layer.conv, getattr(layer, "conv1", None)):
-            if conv is not None:
-                _prune_conv_out(conv, idxs)
-        layer.dim = self.channels(layer)
 
 
 def leaf_pruners() -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:

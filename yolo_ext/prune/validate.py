@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import C2PSA, PSA, C2f
-from ultralytics.nn.modules.block import Attention, RepVGGDW
+from ultralytics.nn.modules.block import Attention
 
 from yolo_ext.nn import ContextAggregation
 from yolo_ext.prune.errors import PrunedModelError
@@ -47,13 +47,6 @@ def check_attention(m: Attention) -> str | None:
     if nh * hd != dim or qkv != nh * (2 * kd + hd) or m.pe.conv.out_channels != dim:
         return f"heads {nh} x head_dim {hd} != proj in {dim}, or qkv {qkv} != heads x (2 x key_dim {kd} + head_dim)"
     return None
-
-
-def check_repvggdw(m: RepVGGDW) -> str | None:
-    """The stored width (``dim``) is the depth-wise convs' channel count, fused (one conv) or not (two)."""
-    convs = [c.conv if hasattr(c, "conv") else c for c in (m.conv, getattr(m, "conv1", None)) if c is not None]
-    widths = {m.dim, *(c.out_channels for c in convs)}
-    return None if len(widths) == 1 else f"dim {m.dim} vs depth-wise conv widths {[c.out_channels for c in convs]}"
 
 
 def check_context_aggregation(m: ContextAggregation) -> str | None:
