@@ -174,7 +174,7 @@ def test_bad_options(kw, pattern):
 
 
 def test_classification_model_is_refused():
-    with pytest.raises(PruningError, match=r"a classify model .*these models only: detect \(Detect\)"):
+    with pytest.raises(PruningError, match=r"a classify model .*these models only: detect \(Detect, v10Detect\)"):
         prune_model(ClassificationModel("yolo11n-cls.yaml", verbose=False), PruneConfig())
 
 
