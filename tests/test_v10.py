@@ -39,8 +39,8 @@ def build(cfg: str | Path, nc: int = 80) -> DetectionModel:
 def layer_widths(model: DetectionModel) -> list[tuple[str, int]]:
     """(class, output channels) of every layer before the head, CoordAtt left out (it keeps its input's width)."""
     out: list[tuple[str, int]] = []
-    hooks = [m.register_forward_hook(lambda m, a, y: out.append((type(m).__name__, y.shape[1]))) for m in model.model[:-1]
-             if not isinstance(m, yolo_ext.CoordAtt)]
+    layers = [m for m in model.model[:-1] if not isinstance(m, yolo_ext.CoordAtt)]
+    hooks = [m.register_forward_hook(lambda m, a, y: out.append((type(m).__name__, y.shape[1]))) for m in layers]
     with torch.no_grad():
         model.eval()(torch.rand(1, 3, 64, 64))
     for h in hooks:
@@ -126,11 +126,13 @@ def test_prunes_every_v10_block_and_keeps_the_head_outputs(case):
             assert new.c == new.cv1.conv.out_channels // 2 < old.c
             assert new.attn.head_dim < old.attn.head_dim and new.attn.key_dim == old.attn.key_dim
         elif isinstance(new, SCDown):
-            assert new.cv2.conv.groups == new.cv2.conv.out_channels == new.cv1.conv.out_channels < old.cv1.conv.out_channels
+            dw = new.cv2.conv
+            assert dw.groups == dw.out_channels == new.cv1.conv.out_channels < old.cv1.conv.out_channels
         elif isinstance(new, C2fCIB):
             assert new.c < old.c and all(isinstance(b, CIB) for b in new.m)
         else:  # RepVGGDW: its depth-wise branches (one once fused) keep equal widths and lose channels
-            convs = [c.conv if hasattr(c, "conv") else c for c in (new.conv, getattr(new, "conv1", None)) if c is not None]
+            branches = (new.conv, getattr(new, "conv1", None))
+            convs = [c.conv if hasattr(c, "conv") else c for c in branches if c is not None]
             assert len(convs) == (1 if "fused" in case else 2)
             widths = {c.out_channels for c in convs} | {c.groups for c in convs}
             assert len(widths) == 1 and widths.pop() < old.dim

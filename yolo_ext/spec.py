@@ -105,7 +105,9 @@ class ModuleSpec:
                     "subclass or a repair function fn(layer, idxs)."
                 )
             if self.prune == "split" and not issubclass(cls, SPLIT_BASES):
-                raise SpecError(f"{where}: prune='split' is for C2f / C2PSA / PSA subclasses; {cls.__name__} is not one.")
+                raise SpecError(
+                    f"{where}: prune='split' is for C2f / C2PSA / PSA subclasses; {cls.__name__} is not one."
+                )
         elif self.prune is not None and not callable(self.prune):
             raise SpecError(f"{where}: prune must be a prune kind, a LeafPruner subclass or a function, got {self.prune!r}.")
         if self.groups is not None and not self.leaf:

@@ -168,7 +168,8 @@ def prune_model(
     """Prune ``model`` in place and validate it.
 
     Args:
-        model: an Ultralytics ``DetectionModel`` (YOLOv8 / YOLOv10 / YOLO11 / YOLO26 families, with or without yolo_ext layers).
+        model: an Ultralytics ``DetectionModel`` (YOLOv8 / YOLOv10 / YOLO11 / YOLO26 families, with or without
+            yolo_ext layers).
         config: what to prune; defaults to ``PruneConfig()`` (L1, ratio 0.4).
         gradient_fn: for gradient criteria (``taylor``): accumulates ``.grad`` on the model's weights from real
             data; called before every pruning step, on the model being pruned.

@@ -3,7 +3,8 @@
 While a model is pruned, ``cv1`` is replaced by :class:`SplitConv`, two real 1x1 convs (one per half), and the block
 runs its entry in :data:`SPLIT_FORWARDS`, which never chunks. The halves are tied by an exact ``+ 0 * a`` so
 Torch-Pruning couples their channels: both always lose the same number of channels, which the stock forward
-(``chunk(2, 1)`` / ``split((self.c, self.c))``) needs. YOLOv10's PSA has the same layout (not the same class). :func:`merge` folds the halves back into the original ``cv1`` and sets ``self.c``.
+(``chunk(2, 1)`` / ``split((self.c, self.c))``) needs. :meth:`SplitConv.merged` folds the halves back into the
+original ``cv1`` and ``self.c`` is set from it. YOLOv10's PSA has the same layout without being a C2PSA subclass.
 """
 
 from __future__ import annotations
