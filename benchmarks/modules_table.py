@@ -23,7 +23,7 @@ def stats(cfg: str, imgsz: int) -> tuple[int, float, int]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="n", choices=list("nslmx"))
+    parser.add_argument("--scale", default="n", choices=list("nsmblx"))  # b: YOLOv10 only
     parser.add_argument("--imgsz", type=int, default=640)
     return parser
 

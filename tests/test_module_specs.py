@@ -140,7 +140,7 @@ class _NoChannels(nn.Module):
     [
         (dict(parse="dense"), r"unknown parse kind 'dense'; use one of attention, c3k2"),
         (dict(prune="magic"), r"unknown prune kind 'magic'"),
-        (dict(prune="split"), r"prune='split' is for C2f / C2PSA subclasses"),
+        (dict(prune="split"), r"prune='split' is for C2f / C2PSA / PSA subclasses"),
         (dict(groups=lambda m: 2), r"groups only applies to a leaf rule"),
         (dict(name="my gate"), r"name must be a Python identifier"),
         (dict(name="Conv"), r"'Conv' is already Ultralytics'.*name='MyConv'"),

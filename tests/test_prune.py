@@ -21,7 +21,7 @@ from yolo_ext.prune import PrunedModelError
 from yolo_ext.prune.validate import check_model, output_shapes
 
 IMGSZ = 128  # small inputs keep the suite fast; every code path is the same as at 640
-STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml"]  # yolo12: A2C2f area attention
+STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml", "yolov10n.yaml"]  # yolo12: A2C2f; v10: PSA, CIB
 SHIPPED = [str(yolo_ext.model_yaml(scaled_name(p.name, "n"))) for p in yolo_ext.model_yamls()]
 
 
@@ -174,7 +174,7 @@ def test_bad_options(kw, pattern):
 
 
 def test_classification_model_is_refused():
-    with pytest.raises(PruningError, match=r"a classify model .*these models only: detect \(Detect\)"):
+    with pytest.raises(PruningError, match=r"a classify model .*these models only: detect \(Detect, v10Detect\)"):
         prune_model(ClassificationModel("yolo11n-cls.yaml", verbose=False), PruneConfig())
 
 

@@ -13,13 +13,16 @@ rather than the whole CSP block, whose cv1 / cv2 activations are cheap next to t
 from __future__ import annotations
 
 from torch import nn
-from ultralytics.nn.modules import C2PSA, C2f
+from ultralytics.nn.modules import C2PSA, PSA, C2f
 from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, RepViTBlock, SimAM
 from yolo_ext.prune import leaves, validate
 from yolo_ext.spec import ModuleSpec, add
 
+# YOLOv10's SCDown, C2fCIB (a C2f: split), CIB and RepVGGDW need no line: they are traced. RepVGGDW must not become
+# a leaf: Torch-Pruning leaves the inside of every *instance* of a customized class untraced, subclasses included, and
+# yolo_ext's RepViT RepVGGDW subclasses it (its traced stored ``dim`` is not read by any forward or fuse).
 SPECS: tuple[ModuleSpec, ...] = (
     # yolo_ext modules, named in model YAMLs
     ModuleSpec(C3k2_RVB, parse="c3k2", prune="split"),
@@ -35,6 +38,7 @@ SPECS: tuple[ModuleSpec, ...] = (
     ModuleSpec(C2PSA, parse=None, prune="split", check=validate.check_split_block),
     ModuleSpec(Attention, parse=None, prune=leaves.AttentionPruner, check=validate.check_attention),
     ModuleSpec(AAttn, parse=None, prune=leaves.AreaAttentionPruner),
+    ModuleSpec(PSA, parse=None, prune="split", check=validate.check_split_block),  # YOLOv10; its attn is Attention
     ModuleSpec(nn.Conv2d, parse=None, check=validate.check_conv),
     ModuleSpec(nn.BatchNorm2d, parse=None, check=validate.check_bn),
 )

@@ -15,6 +15,9 @@ runs and rebuilt from the spec table (:mod:`yolo_ext.spec`) whenever a module is
 after import needs no second edit. Every edit must apply exactly once, or registration fails loudly naming the
 Ultralytics line we support.
 
+Ultralytics' YAML loader is wrapped to read YOLOv10's scale ``b`` from a file name as it reads n/s/m/l/x
+(:func:`yolo_ext.cfg_paths.read_extra_scale`).
+
 Two YAML mistakes are reported before Ultralytics trips over them: a ``from`` index outside the layers built so far
 (Ultralytics raises a bare IndexError), and a YAML without an output head (Ultralytics guesses no task and says
 "'YOLO' model does not support '_new' mode for 'None' task"; its task guess is wrapped to say what is missing).
@@ -38,6 +41,7 @@ from ultralytics.nn.modules import Conv
 
 import yolo_ext.module_specs  # noqa: F401  (fills the spec table with the shipped modules)
 from yolo_ext import spec as spec_table
+from yolo_ext.cfg_paths import read_extra_scale
 from yolo_ext.spec import PARSE_KINDS, ModuleSpec, SpecError
 
 SUPPORTED_ULTRALYTICS = ">=8.4,<8.5"
@@ -256,6 +260,9 @@ def register() -> None:
 
         if not getattr(engine_model.guess_model_task, "yolo_ext", False):
             engine_model.guess_model_task = _make_task_guard(engine_model.guess_model_task)
+        for home in (tasks, engine_model):  # both bind the YAML loader by name
+            if not getattr(home.yaml_model_load, "yolo_ext", False):
+                home.yaml_model_load = read_extra_scale(home.yaml_model_load)
 
 
 def register_module(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch_pruning as tp
 from torch import nn
-from ultralytics.nn.modules import C2PSA, C2f
+from ultralytics.nn.modules import C2PSA, PSA, C2f
 
 from yolo_ext import grad_checkpoint
 
@@ -48,8 +48,11 @@ PARSE_KINDS: dict[str, str] = {
 # How the pruner treats a module whose ``prune`` is a string; a leaf rule is a LeafPruner subclass or a function.
 PRUNE_KINDS: dict[str, str] = {
     "trace": "Torch-Pruning traces through its forward: inner convs follow the channels they are given",
-    "split": "a C2f / C2PSA-layout block: cv1 is split into two tied convs while pruning (chunk is mis-mapped)",
+    "split": "a C2f / C2PSA / PSA-layout block: cv1 is split into two tied convs while pruning (chunk is mis-mapped)",
 }
+
+# The block layouts a split can reproduce (cv1 halved, ``self.c`` per half; see yolo_ext.prune.split).
+SPLIT_BASES: tuple[type[nn.Module], ...] = (C2f, C2PSA, PSA)
 
 # Positional constructor arguments the parser passes before the YAML args, per parse kind.
 _LEADING_ARGS = {"attention": ("c1",), "c3k2": ("c1", "c2", "n")}
@@ -111,8 +114,10 @@ class ModuleSpec:
                     f"{where}: unknown prune kind {self.prune!r}; use one of {', '.join(PRUNE_KINDS)}, a LeafPruner "
                     "subclass or a repair function fn(layer, idxs)."
                 )
-            if self.prune == "split" and not issubclass(cls, (C2f, C2PSA)):
-                raise SpecError(f"{where}: prune='split' is for C2f / C2PSA subclasses; {cls.__name__} is neither.")
+            if self.prune == "split" and not issubclass(cls, SPLIT_BASES):
+                raise SpecError(
+                    f"{where}: prune='split' is for C2f / C2PSA / PSA subclasses; {cls.__name__} is not one."
+                )
         elif self.prune is not None and not callable(self.prune):
             raise SpecError(f"{where}: prune must be a prune kind, a LeafPruner subclass or a function, got {self.prune!r}.")
         if not isinstance(self.checkpoint, bool):

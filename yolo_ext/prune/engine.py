@@ -169,7 +169,7 @@ def prune_model(
 
     Args:
         model: an Ultralytics ``DetectionModel``, ``SegmentationModel``, ``PoseModel`` or ``OBBModel`` (YOLOv8 /
-            YOLO11 / YOLO26 families, with or without yolo_ext layers; the heads of :mod:`.heads`).
+            YOLOv10 / YOLO11 / YOLO26 families, with or without yolo_ext layers; the heads of :mod:`.heads`).
         config: what to prune; defaults to ``PruneConfig()`` (L1, ratio 0.4).
         gradient_fn: for gradient criteria (``taylor``): accumulates ``.grad`` on the model's weights from real
             data; called before every pruning step, on the model being pruned.

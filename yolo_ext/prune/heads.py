@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import DFL, OBB, Detect, Pose, Segment
+from ultralytics.nn.modules import DFL, OBB, Detect, Pose, Segment, v10Detect
 from ultralytics.nn.modules.head import OBB26, Pose26, Segment26
 from ultralytics.nn.tasks import DetectionModel, OBBModel, PoseModel, SegmentationModel
 
@@ -95,6 +95,9 @@ def _trace_proto26(head: Segment26, x: list[torch.Tensor]) -> list[torch.Tensor]
 #: head class -> spec. Exact classes: Segment is a Detect subclass with outputs Detect does not have.
 HEADS: dict[type[nn.Module], HeadSpec] = {
     Detect: HeadSpec("detect", DetectionModel),
+    # YOLOv10: one-to-many and one-to-one branches (both traced, all six outputs fixed); its class branches start
+    # with depth-wise 3x3 convs, which lose the input channels the neck loses
+    v10Detect: HeadSpec("detect", DetectionModel),
     Segment: HeadSpec("segment", SegmentationModel, TASK_BRANCHES, extra_outputs=_proto_outputs,
                       extra_trace=_trace_proto),
     Segment26: HeadSpec("segment", SegmentationModel, TASK_BRANCHES, extra_outputs=_proto_outputs,

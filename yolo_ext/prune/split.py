@@ -1,19 +1,20 @@
 """C2f-family blocks split their ``cv1`` output in two halves; Torch-Pruning mis-maps ``chunk``/``split`` indices there.
 
 While a model is pruned, ``cv1`` is replaced by :class:`SplitConv`, two real 1x1 convs (one per half), and the block
-runs :func:`split_forward`, which never chunks. The halves are tied by an exact ``+ 0 * a`` so Torch-Pruning couples
-their channels: both always lose the same number of channels, which the stock forward (``chunk(2, 1)`` /
-``split((self.c, self.c))``) needs. :func:`merge` folds the halves back into the original ``cv1`` and sets ``self.c``.
+runs its entry in :data:`SPLIT_FORWARDS`, which never chunks. The halves are tied by an exact ``+ 0 * a`` so
+Torch-Pruning couples their channels: both always lose the same number of channels, which the stock forward
+(``chunk(2, 1)`` / ``split((self.c, self.c))``) needs. :meth:`SplitConv.merged` folds the halves back into the
+original ``cv1`` and ``self.c`` is set from it. YOLOv10's PSA has the same layout without being a C2PSA subclass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import C2PSA, C2f, Conv
+from ultralytics.nn.modules import C2PSA, PSA, C2f, Conv
 
 from yolo_ext.prune.patching import instance_forwards
 from yolo_ext.spec import prune_kind
@@ -62,26 +63,47 @@ class SplitConv(nn.Module):
         return cv1
 
 
-def split_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """C2f / C3k2 / C3k2_RVB* / C2PSA forward on a :class:`SplitConv` (same maths as the stock forwards)."""
+def _c2f_split(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """C2f / C3k2 / C2fCIB / C3k2_RVB*: every inner block feeds the next, all outputs are concatenated."""
     a, b = self.cv1(x)
-    if isinstance(self, C2PSA):
-        return self.cv2(torch.cat((a, self.m(b)), 1))
     y = [a, b]
     y.extend(m(y[-1]) for m in self.m)
     return self.cv2(torch.cat(y, 1))
 
 
-# The forwards split_forward reproduces; a block that overrides them is traced instead.
-_SPLIT_FORWARDS = (C2f.forward, C2PSA.forward)
+def _c2psa_split(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """C2PSA (YOLO11): the second half runs the PSABlocks."""
+    a, b = self.cv1(x)
+    return self.cv2(torch.cat((a, self.m(b)), 1))
+
+
+def _psa_split(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """PSA (YOLOv10): the second half gets residual attention, then a residual feed-forward."""
+    a, b = self.cv1(x)
+    b = b + self.attn(b)
+    b = b + self.ffn(b)
+    return self.cv2(torch.cat((a, b), 1))
+
+
+#: stock forward -> the same maths on a :class:`SplitConv`. Keyed by the forward, not the class: a subclass that
+#: overrides its forward is traced instead (its forward may no longer be the one reproduced here).
+SPLIT_FORWARDS: dict[Callable, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    C2f.forward: _c2f_split,
+    C2PSA.forward: _c2psa_split,
+    PSA.forward: _psa_split,
+}
+
+
+def _stock_forward(cls: type[nn.Module]) -> Callable:
+    """The class's forward, seen through the gradient-checkpointing wrapper (:mod:`yolo_ext.grad_checkpoint`)."""
+    return getattr(cls.forward, "__wrapped__", cls.forward)
 
 
 def is_split_block(module: nn.Module) -> bool:
-    """Whether the spec table says ``module``'s class splits (C2f, C2PSA and their registered subclasses such as
-    C3k2 and C3k2_RVB*) and it still runs the stock forward that :func:`split_forward` reproduces (a stock forward
-    wrapped for gradient checkpointing, ``checkpoint=True`` in its spec, still is)."""
-    forward = type(module).forward
-    return prune_kind(type(module)) == "split" and getattr(forward, "__wrapped__", forward) in _SPLIT_FORWARDS
+    """Whether the spec table says ``module``'s class splits (C2f, C2PSA, PSA and their registered subclasses such
+    as C3k2, C2fCIB and C3k2_RVB*) and it still runs a stock forward that :data:`SPLIT_FORWARDS` reproduces (a stock
+    forward wrapped for gradient checkpointing, ``checkpoint=True`` in its spec, still does)."""
+    return prune_kind(type(module)) == "split" and _stock_forward(type(module)) in SPLIT_FORWARDS
 
 
 @contextmanager
@@ -91,7 +113,7 @@ def split_blocks(model: nn.Module) -> Iterator[list[nn.Module]]:
     for m in blocks:
         m.cv1 = SplitConv(m.cv1)
     try:
-        with instance_forwards((m, split_forward) for m in blocks):
+        with instance_forwards((m, SPLIT_FORWARDS[_stock_forward(type(m))]) for m in blocks):
             yield blocks
     finally:
         for m in blocks:

@@ -13,7 +13,7 @@ import copy
 import torch
 import torch_pruning as tp
 from torch import nn
-from ultralytics.nn.modules import C2PSA, C2f
+from ultralytics.nn.modules import C2PSA, PSA, C2f
 from ultralytics.nn.modules.block import Attention
 
 from yolo_ext.nn import ContextAggregation
@@ -37,7 +37,7 @@ def check_bn(m: nn.BatchNorm2d) -> str | None:
     return None if len(sizes) == 1 else f"num_features {m.num_features} vs parameter sizes {sorted(sizes)}"
 
 
-def check_split_block(m: C2f | C2PSA) -> str | None:
+def check_split_block(m: C2f | C2PSA | PSA) -> str | None:
     """``self.c`` is half of cv1's output: export's ``forward_split`` splits by it."""
     out = m.cv1.conv.out_channels
     return None if out == 2 * m.c else f"cv1 has {out} output channels but self.c = {m.c} (forward_split needs 2c)"
