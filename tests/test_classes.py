@@ -147,3 +147,37 @@ def test_teacher_with_other_classes_is_refused(pruned_ckpt, two_class_data, tiny
     _, same = check_finetune_inputs(pruned_ckpt, tiny_bccd)
     _, other = check_finetune_inputs(pruned_ckpt, two_class_data)
     assert default_teacher(pruned_ckpt, same).resolve() == base.resolve() and default_teacher(pruned_ckpt, other) is None
+
+
+@pytest.mark.parametrize("cfg, task, outputs", [
+    ("yolov10n.yaml", "detect", 6),          # one-to-many and one-to-one class convs, three levels each
+    ("yolo26n-seg.yaml", "segment", 7),     # ... plus the semantic-mask logits of Proto26 (training only)
+    ("yolo11n-pose.yaml", "pose", 3),
+    ("yolo11n-obb.yaml", "obb", 3),
+])
+def test_every_head_family_rebuilds_its_class_outputs_and_nothing_else(cfg, task, outputs):
+    from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
+
+    cls = {"detect": DetectionModel, "segment": SegmentationModel, "pose": PoseModel, "obb": OBBModel}[task]
+    torch.manual_seed(0)
+    model = cls(cfg, nc=3, verbose=False)
+    model.names = dict(OLD)
+    keys = class_keys(model)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k not in keys}
+    x = torch.rand(1, 3, 64, 64)
+    model.eval()
+    ref = model(x)
+    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+    assert rebuild_class_outputs(model, NEW).new_nc == len(NEW)
+    layers = class_output_layers(model)
+    assert len(layers) == outputs and all(b[i].out_channels == len(NEW) for b, i in layers)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # box, task branches and body untouched
+    out = model(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+    if not model.model[-1].end2end:  # channels = 4 box + classes + task values (mask coefficients, keypoints, angle)
+        assert out.shape[1] == ref.shape[1] + len(NEW) - 3
+    model.train()
+    model(x)  # the training forward (one-to-one and semantic branches included) runs with the new class count
