@@ -5,6 +5,7 @@ Every step writes under one run folder, so nothing a user already has is touched
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def run_demo(
     would otherwise accumulate to 64 images, i.e. less than one step per epoch, and learn nothing in a demo).
     """
     out.mkdir(parents=True, exist_ok=False)
-    common = dict(data=str(DEMO_DATA), imgsz=imgsz, batch=batch, nbs=batch, device="cpu", workers=0, plots=False,
+    # a copy beside the results: Ultralytics writes label caches next to the labels, never into the package
+    data = Path(shutil.copytree(DEMO_DATA.parent, out / "data", ignore=shutil.ignore_patterns("*.cache")))
+    data = data / DEMO_DATA.name
+    common = dict(data=str(data), imgsz=imgsz, batch=batch, nbs=batch, device="cpu", workers=0, plots=False,
                   exist_ok=True)
     t = _step(1, f"Train {model} from scratch for {epochs} epochs on {DEMO_DATA.parent.name}")
     yolo = YOLO(model_yaml(model))
@@ -46,11 +50,11 @@ def run_demo(
     report = prune_checkpoint(trained, config, out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
     t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe)")
-    tuned = finetune(report.output, DEMO_DATA, epochs=finetune_epochs, project=str(out), name="finetune",
+    tuned = finetune(report.output, data, epochs=finetune_epochs, project=str(out), name="finetune",
                      **{k: v for k, v in common.items() if k != "data"})
     print(f"fine-tuned in {time.perf_counter() - t:.0f} s: {tuned.trainer.best}")
     _step(4, "Compare (val set of the demo data, CPU latency fused, batch 1)")
-    rows = compare_checkpoints([trained, report.output, tuned.trainer.best], DEMO_DATA, imgsz, batch, latency_runs)
+    rows = compare_checkpoints([trained, report.output, tuned.trainer.best], data, imgsz, batch, latency_runs)
     for row, label in zip(rows, ("trained", "pruned", "pruned + fine-tuned")):
         row.name = label
     table = format_comparison(rows, imgsz)
