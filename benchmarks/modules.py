@@ -338,9 +338,8 @@ def model_configs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     plain = scaled_name(f"{args.family}.yaml", args.scale)
     out = [(plain, plain)]
-    for path in yolo_ext.model_yamls():
-        if path.name.startswith(f"{args.family}-"):
-            name = scaled_name(path.name, args.scale)
+    for name in yolo_ext.model_names(args.scale):  # YOLOv10 ships one file per scale: only this scale's
+        if name.startswith(f"{plain.removesuffix('.yaml')}-"):
             out.append((name, str(yolo_ext.model_yaml(name))))
     return out
 

@@ -12,7 +12,6 @@ import harness  # noqa: I001 (first: sets YOLO_OFFLINE before Ultralytics is imp
 from ultralytics.utils.torch_utils import get_flops
 
 import yolo_ext
-from yolo_ext.cfg_paths import scaled_name
 
 
 def stats(cfg: str, imgsz: int) -> tuple[int, float, int]:
@@ -30,11 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     rows = []
-    for path in yolo_ext.model_yamls():
-        family = path.name.split("-")[0]
-        ours = scaled_name(path.name, args.scale)
+    for ours in yolo_ext.model_names(args.scale):  # YOLOv10 ships one file per scale: only this scale's
         p, g, d = stats(str(yolo_ext.model_yaml(ours)), args.imgsz)
-        p0, g0, _ = stats(scaled_name(f"{family}.yaml", args.scale), args.imgsz)
+        p0, g0, _ = stats(f"{ours.split('-')[0]}.yaml", args.imgsz)  # yolo11n-coordatt.yaml -> yolo11n.yaml
         rows.append([ours, f"{p:,}", f"{g:.2f}", f"{100 * (p / p0 - 1):+.1f}%", f"{100 * (g / g0 - 1):+.1f}%", f"{d:,}"])
     print(harness.markdown_table(
         [f"model ({args.scale}, imgsz {args.imgsz})", "params", "GFLOPs", "vs stock params", "vs stock GFLOPs",

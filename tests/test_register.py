@@ -1,8 +1,10 @@
-"""Registration into Ultralytics' parser: every shipped YAML at every scale, heads, errors, idempotence."""
+"""Registration into Ultralytics' parser: every shipped YAML at every scale it has, heads, errors, idempotence."""
 
 from __future__ import annotations
 
 import copy
+import re
+import shutil
 
 import pytest
 import torch
@@ -12,18 +14,16 @@ from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext
 from conftest import randomize
-from yolo_ext import C3k2_RVB, C3k2_RVB_SE, ModelYAMLError, model_yaml, model_yamls
+from yolo_ext import C3k2_RVB, C3k2_RVB_SE, ModelYAMLError, model_names, model_yaml, model_yamls
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
 
 YAMLS = model_yamls()
-SCALES = "nslmx"
+NAMES = model_names()  # every file at every scale it builds at: a YOLOv10 file (one per scale) only at its own
 
 
-def scaled(path, scale: str):
-    """yolo11-coordatt.yaml -> <dir>/yolo11<scale>-coordatt.yaml, the name Ultralytics reads the scale from."""
-    name = path.name
-    head, _, tail = name.partition("-")
-    return model_yaml(f"{head}{scale}-{tail}")
+def scale_of(name: str) -> str:
+    """yolov10b-rvb-se.yaml -> b: the scale letter after the version."""
+    return re.match(r"yolov?\d+([nslmxb])", name)[1]
 
 
 def build(cfg, **kw) -> DetectionModel:
@@ -40,14 +40,17 @@ def test_ships_all_placements():
         "yolo11-coordatt.yaml",
         "yolo11-rvb-se.yaml",
         "yolo26-rvb-se.yaml",
+        *(f"yolov10{scale}-{change}.yaml" for scale in "nsmblx" for change in ("coordatt", "rvb-se")),
     } <= names
+    assert {scale_of(n) for n in NAMES} == set("nsmblx")
+    assert [n for n in NAMES if n.startswith("yolov10")] == sorted(n for n in names if n.startswith("yolov10"))
+    assert model_names("b") == ["yolov10b-coordatt.yaml", "yolov10b-rvb-se.yaml"]
 
 
-@pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("cfg", YAMLS, ids=lambda p: p.stem)
-def test_yaml_builds_and_runs_every_scale(cfg, scale):
-    model = build(scaled(cfg, scale))
-    assert model.yaml["scale"] == scale
+@pytest.mark.parametrize("name", NAMES, ids=lambda n: n[:-5])
+def test_yaml_builds_and_runs_every_scale(name):
+    model = build(model_yaml(name))
+    assert model.yaml["scale"] == scale_of(name)
     ours = [m for m in model.modules() if isinstance(m, (C3k2_RVB, CoordAtt, MCA, ContextAggregation))]
     assert ours, "the YAML must contain yolo_ext modules"
     with torch.no_grad():
@@ -144,6 +147,33 @@ def test_model_yaml_errors_name_the_shipped_files():
         model_yaml("yolo11n-nonexistent.yaml")
 
 
+@pytest.mark.parametrize("change", ["coordatt", "rvb-se"])
+def test_per_scale_family_without_a_scale_letter_names_its_files(change):
+    """YOLOv10 YAMLs ship one per scale; the unscaled name has no file and says which names to pass instead."""
+    files = ", ".join(f"yolov10{scale}-{change}.yaml" for scale in "nsmblx")
+    with pytest.raises(FileNotFoundError, match=rf"yolov10-{change}.yaml ships one file per scale.*{re.escape(files)}"):
+        model_yaml(f"yolov10-{change}.yaml")
+    assert model_yaml(f"yolov10s-{change}.yaml") in YAMLS  # a per-scale name resolves to its own file
+
+
+def test_loader_reads_the_scale_from_the_file_name_only(tmp_path):
+    """Ultralytics maps yolo11s-x.yaml to yolo11-x.yaml with a regex over the whole path, which a folder such as
+    "v10s" derails; a user's single-file YOLOv10 YAML with a b scale builds it from the name yolov10b-...yaml."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    folder = tmp_path / "v10s"
+    folder.mkdir()
+    shutil.copy(model_yaml("yolo11-coordatt.yaml"), folder / "yolo11-coordatt.yaml")
+    d = yaml_model_load(folder / "yolo11s-coordatt.yaml")
+    assert d["scale"] == "s" and d["yaml_file"] == str(folder / "yolo11s-coordatt.yaml")
+    mine = tmp_path / "yolov10-mine.yaml"
+    two_scales = model_yaml("yolov10b-coordatt.yaml").read_text().replace("scales:", "scales:\n  n: [0.33, 0.25, 1024]")
+    mine.write_text(two_scales)  # n first: Ultralytics alone would build n
+    assert yaml_model_load(tmp_path / "yolov10b-mine.yaml")["scale"] == "b"
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # neither the name nor its unscaled file
+        yaml_model_load(tmp_path / "yolov10b-missing.yaml")
+
+
 def test_unsupported_parser_fails_loudly(monkeypatch):
     from yolo_ext import registry as reg
 
@@ -155,13 +185,12 @@ def test_unsupported_parser_fails_loudly(monkeypatch):
 
 
 
-@pytest.mark.parametrize("scale", "ns")
-@pytest.mark.parametrize("cfg", [p for p in YAMLS if "rvb" in p.name], ids=lambda p: p.stem)
-def test_fused_model_equals_unfused(cfg, scale):
+@pytest.mark.parametrize("name", [n for n in NAMES if "rvb" in n and scale_of(n) in "ns"], ids=lambda n: n[:-5])
+def test_fused_model_equals_unfused(name):
     """Ultralytics' own model.fuse() reaches every RepVGGDW and the fused detector gives the same outputs."""
     from yolo_ext.nn.repvit import RepVGGDW
 
-    model = build(scaled(cfg, scale)).eval()
+    model = build(model_yaml(name)).eval()
     randomize(model)
     x = torch.rand(1, 3, 160, 224)
     with torch.no_grad():

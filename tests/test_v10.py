@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 from ultralytics import YOLO
-from ultralytics.nn.modules import PSA, SCDown, v10Detect
+from ultralytics.nn.modules import C2f, PSA, SCDown, v10Detect
 from ultralytics.nn.modules.block import CIB, C2fCIB, RepVGGDW
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, RTDETRDetectionModel, yaml_model_load
 from ultralytics.utils.loss import E2ELoss
@@ -21,7 +21,6 @@ from ultralytics.utils.torch_utils import unwrap_model
 import yolo_ext
 from conftest import randomize
 from test_prune_cli import _load_tool, reload_val_predict_export
-from yolo_ext.cfg_paths import scaled_name
 from yolo_ext.finetune import finetune
 from yolo_ext.prune import PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, prune_checkpoint
@@ -36,45 +35,49 @@ def build(cfg: str | Path, nc: int = 80) -> DetectionModel:
     return randomize(DetectionModel(str(cfg), nc=nc, verbose=False)).eval()
 
 
-def layer_widths(model: DetectionModel) -> list[tuple[str, int]]:
-    """(class, output channels) of every layer before the head, CoordAtt left out (it keeps its input's width)."""
-    out: list[tuple[str, int]] = []
-    layers = [m for m in model.model[:-1] if not isinstance(m, yolo_ext.CoordAtt)]
-    hooks = [m.register_forward_hook(lambda m, a, y: out.append((type(m).__name__, y.shape[1]))) for m in layers]
-    with torch.no_grad():
-        model.eval()(torch.rand(1, 3, 64, 64))
-    for h in hooks:
-        h.remove()
-    return out
+V10_SCALES = "nsmblx"
+RVB_NECK = (13, 16, 19)  # the P4, P3, P4 neck blocks yolov10<scale>-rvb-se.yaml replaces; the P5 C2fCIB (22) stays
 
 
-@pytest.mark.parametrize("scale", "nb")
-def test_coordatt_yaml_has_ultralytics_widths(scale):
-    """Every layer as wide as in Ultralytics' yolov10<scale>.yaml; b (a letter Ultralytics' file-name guess does not
-    read) resolves by name and builds its own scale. At n the network is yolov10n plus the three CoordAtt."""
-    name = scaled_name("yolov10-coordatt.yaml", scale)
-    assert name == f"yolov10{scale}-coordatt.yaml"
-    ours = build(yolo_ext.model_yaml(name))
-    stock = build(f"yolov10{scale}.yaml")
-    assert ours.yaml["scale"] == scale and stock.yaml["scale"] == scale
-    assert [w for _, w in layer_widths(ours)] == [w for _, w in layer_widths(stock)]
-    head = ours.model[-1]
-    assert isinstance(head, v10Detect)
-    assert all(isinstance(ours.model[i], yolo_ext.CoordAtt) for i in head.f)  # attention at the three head inputs
-    if scale == "n":
-        params = lambda layers: [sum(p.numel() for p in m.parameters()) for m in layers]  # noqa: E731
-        body = [m for m in ours.model if not isinstance(m, yolo_ext.CoordAtt)]
-        assert [type(m) for m in body] == [type(m) for m in stock.model]
-        assert params(body) == params(stock.model)
-
-
-def test_rvb_se_yaml_replaces_the_neck_c2f():
-    ours = build(yolo_ext.model_yaml("yolov10n-rvb-se.yaml"))
-    stock = build("yolov10n.yaml")
-    assert layer_widths(ours) == [
-        ("C3k2_RVB_SE" if i in (13, 16, 19) else name, w) for i, (name, w) in enumerate(layer_widths(stock))
+def layout(model: DetectionModel, skip: type | tuple[type, ...] = ()) -> list[tuple[list[str], int]]:
+    """Per layer: the class of every submodule (the layer's structure all the way down) and its parameter count,
+    layers of type ``skip`` left out. Equal layouts are the same network up to weights."""
+    return [
+        ([type(m).__name__ for m in layer.modules()], sum(p.numel() for p in layer.parameters()))
+        for layer in model.model
+        if not isinstance(layer, skip)
     ]
+
+
+def stock_and_ours(scale: str, change: str) -> tuple[DetectionModel, DetectionModel]:
+    stock = DetectionModel(f"yolov10{scale}.yaml", verbose=False)
+    ours = DetectionModel(str(yolo_ext.model_yaml(f"yolov10{scale}-{change}.yaml")), verbose=False)
+    assert ours.yaml["scale"] == scale == stock.yaml["scale"]  # b too, a letter Ultralytics' guess does not read
+    return stock, ours
+
+
+@pytest.mark.parametrize("scale", V10_SCALES)
+def test_coordatt_yaml_is_ultralytics_layout_plus_coordatt(scale):
+    """yolov10<scale>-coordatt.yaml is Ultralytics' yolov10<scale>.yaml layer for layer (C2f or C2fCIB as that scale
+    has it, same widths, same parameters) plus three CoordAtt, which are exactly the inputs of v10Detect."""
+    stock, ours = stock_and_ours(scale, "coordatt")
+    assert layout(ours, skip=yolo_ext.CoordAtt) == layout(stock)
+    attention = [i for i, m in enumerate(ours.model) if isinstance(m, yolo_ext.CoordAtt)]
+    assert attention == ours.model[-1].f == [17, 21, 25]
     assert isinstance(ours.model[-1], v10Detect)
+
+
+@pytest.mark.parametrize("scale", V10_SCALES)
+def test_rvb_se_yaml_is_ultralytics_layout_with_its_neck_blocks_replaced(scale):
+    """yolov10<scale>-rvb-se.yaml is Ultralytics' yolov10<scale>.yaml except the P3/P4 neck blocks, C2f or C2fCIB by
+    scale, which are C3k2_RVB_SE of the same input and output widths."""
+    stock, ours = stock_and_ours(scale, "rvb-se")
+    keep = lambda layers: [x for i, x in enumerate(layers) if i not in RVB_NECK]  # noqa: E731
+    assert keep(layout(ours)) == keep(layout(stock))
+    for i in RVB_NECK:
+        a, b = ours.model[i], stock.model[i]
+        assert isinstance(a, yolo_ext.C3k2_RVB_SE) and type(b) in (C2f, C2fCIB)
+        assert (a.cv1.conv.in_channels, a.cv2.conv.out_channels) == (b.cv1.conv.in_channels, b.cv2.conv.out_channels)
 
 
 def _fuse_repvggdw(model: DetectionModel) -> DetectionModel:

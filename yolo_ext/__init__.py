@@ -12,7 +12,7 @@ memory in the attention and RepViT blocks (:mod:`yolo_ext.grad_checkpoint`).
 """
 
 from yolo_ext import keep_pruned
-from yolo_ext.cfg_paths import model_yaml, model_yamls
+from yolo_ext.cfg_paths import model_names, model_yaml, model_yamls
 from yolo_ext.grad_checkpoint import checkpointing, checkpointing_enabled, set_checkpointing
 from yolo_ext.module_specs import SPECS as _SPECS
 from yolo_ext.registry import (
@@ -46,6 +46,7 @@ __all__ = sorted(
         "checkpointing",
         "checkpointing_enabled",
         "is_registered",
+        "model_names",
         "model_yaml",
         "model_yamls",
         "register",

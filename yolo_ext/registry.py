@@ -15,8 +15,8 @@ runs and rebuilt from the spec table (:mod:`yolo_ext.spec`) whenever a module is
 after import needs no second edit. Every edit must apply exactly once, or registration fails loudly naming the
 Ultralytics line we support.
 
-Ultralytics' YAML loader is wrapped to read YOLOv10's scale ``b`` from a file name as it reads n/s/m/l/x
-(:func:`yolo_ext.cfg_paths.read_extra_scale`).
+Ultralytics' YAML loader is wrapped to read YOLOv10's scale ``b`` from a file name as it reads n/s/m/l/x, and to map a
+scaled name to its unscaled file by file name alone (:func:`yolo_ext.cfg_paths.read_extra_scale`).
 
 Two YAML mistakes are reported before Ultralytics trips over them: a ``from`` index outside the layers built so far
 (Ultralytics raises a bare IndexError), and a YAML without an output head (Ultralytics guesses no task and says
