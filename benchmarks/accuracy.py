@@ -61,7 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs bel
                            "weights": {"feature": 0.0, "cls": 1.0, "box": 1.0}},
     "lamp-gradual5": {"criterion": "lamp", "global": True, "recipe": "rewind", "steps": 5},
     "lamp-rewind-f15": {"criterion": "lamp", "global": True, "recipe": "rewind", "fraction": 0.15},
-    "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options
+    "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options (since: lamp-head)
 }
 
 

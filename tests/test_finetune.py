@@ -203,3 +203,17 @@ def test_train_tool_val_mode_and_errors(pruned, tiny_bccd, tmp_path):
     assert bad.returncode == 2 and "not found" in bad.stderr
     unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data_path", str(tiny_bccd))
     assert unknown.returncode == 2 and "Shipped models" in unknown.stderr
+
+
+def test_default_distils_from_the_network_it_was_pruned_from(pruned, tiny_bccd, tmp_path, monkeypatch):
+    from yolo_ext.commands.finetune import get_args_parser
+
+    calls = []
+    monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append(kw))  # the arguments, not a training
+    finetune(pruned, tiny_bccd, epochs=1, project=str(tmp_path), **TRAIN)
+    finetune(pruned, tiny_bccd, teacher=None, epochs=1, project=str(tmp_path), **TRAIN)
+    assert pathlib.Path(calls[0]["distill_model"]).resolve() == pruned.with_name("base.pt").resolve()
+    assert "distill_model" not in calls[1]
+    parser = get_args_parser()
+    assert parser.parse_args(["--model-path", "p.pt", "--data", "d.yaml"]).teacher == "auto"
+    assert parser.parse_args(["--model-path", "p.pt", "--data", "d.yaml", "--teacher", "None"]).teacher is None

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.finetune import FinetuneError
+from yolo_ext.finetune import DEFAULT_TEACHER, FinetuneError, teacher_option
 from yolo_ext.iterative import iterative_prune
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.cli_options import ArgumentParser
@@ -30,7 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe + "; MACs are counted at 640 then")
     p.add_argument("--device", default="cpu")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--teacher", help="distil each round from this checkpoint, or 'auto': the unpruned network")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, type=teacher_option,
+                   help="distil each round from this checkpoint; 'auto': the unpruned network, when it is there "
+                        "(detection only); 'none': no distillation")
     p.add_argument("--out", default="runs/iterative", help="folder for every round's checkpoints")
     return p
 

@@ -57,7 +57,7 @@ def iterative_prune(
     config.check()
     check_train_args(train_args)
     _, model = check_finetune_inputs(checkpoint, data, require_pruned=False)
-    if train_args.get("teacher") is not None or train_args.get("distill_model"):
+    if train_args.get("teacher") not in (None, "auto") or train_args.get("distill_model"):
         check_distillable(model, repr(str(checkpoint)))  # before step one, not after its pruning
     out = Path(out)
     check_out_folder(out)

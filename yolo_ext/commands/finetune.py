@@ -1,10 +1,11 @@
 """Fine-tune a pruned checkpoint with the Ultralytics trainer of its task, keeping the pruned architecture.
 
-tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher auto] [--resume last.pt]
-yolo-ext finetune model=best-pruned40.pt data=data.yaml [epochs=30] [teacher=auto] [resume=last.pt]
+tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [--teacher none] [--resume last.pt]
+yolo-ext finetune model=best-pruned40.pt data=data.yaml [epochs=30] [teacher=none] [resume=last.pt]
 
 With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
-image size and batch (from the checkpoint), for 30% of its epochs.
+image size and batch (from the checkpoint), for 30% of its epochs, distilling from the network it was pruned from
+when that file is still there (head distillation; detection only).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.finetune import FinetuneError, finetune, resume
+from yolo_ext.finetune import DEFAULT_TEACHER, FinetuneError, finetune, resume, teacher_option
 from yolo_ext.cli_options import ArgumentParser
 
 
@@ -30,8 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--teacher",
-                   help="checkpoint to distil from, or 'auto': the one the model was pruned from (detection only)")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, type=teacher_option,
+                   help="checkpoint to distil from; 'auto': the one the model was pruned from, when it is there "
+                        "(detection only); 'none': no distillation")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")
