@@ -21,6 +21,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 import yolo_ext
 from conftest import randomize
 from test_prune_cli import _load_tool, reload_val_predict_export
+from yolo_ext.distill import PrunedDistillationModel
 from yolo_ext.finetune import finetune
 from yolo_ext.prune import PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, prune_checkpoint
@@ -182,6 +183,8 @@ def test_finetune_keeps_the_pruned_v10_and_trains_with_its_end_to_end_loss(tiny_
     yolo = finetune(pruned, tiny_bccd, epochs=1, imgsz=64, batch=4, workers=0, device="cpu", plots=False,
                     project=str(tmp_path / "runs"), name="ft", exist_ok=True)
     trained = unwrap_model(yolo.trainer.model)
+    assert isinstance(trained, PrunedDistillationModel)  # the default distils from the network it was pruned from
+    trained = trained.student_model
     assert isinstance(trained.criterion, E2ELoss)  # one-to-many and one-to-one branches both trained
     assert all(torch.isfinite(v) and v > 0 for v in yolo.trainer.tloss.values())  # box, cls, dfl of the last epoch
     assert widths(trained) == reference
