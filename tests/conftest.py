@@ -47,6 +47,28 @@ def tiny_bccd(tmp_path_factory) -> Path:
     return root / "data.yaml"
 
 
+BCCD_NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
+
+
+def save_three_class(cfg: str | Path, path: Path) -> Path:
+    """A 3-class checkpoint (the BCCD names) as Ultralytics saves it (half precision), built from ``cfg``: a shipped
+    yolo_ext name (``yolo11n-coordatt.yaml``), an Ultralytics name (``yolo11n.yaml``) or a YAML path."""
+    import yolo_ext
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    try:
+        cfg = yolo_ext.model_yaml(str(cfg))
+    except FileNotFoundError:
+        pass  # one of Ultralytics' own YAMLs: it finds them by name
+    torch.manual_seed(0)
+    yolo = YOLO(str(cfg))
+    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
+    yolo.model.names = dict(BCCD_NAMES)
+    yolo.save(path)
+    return path
+
+
 class Host(BaseModel):
     """The smallest Ultralytics model around one module, so the real ``BaseModel.fuse`` can run on it."""
 

@@ -11,6 +11,7 @@ import torch
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
+from conftest import save_three_class
 from yolo_ext.classes import class_output_layers, rebuild_class_outputs
 from yolo_ext.finetune import FinetuneError, check_finetune_inputs, default_teacher, finetune
 from yolo_ext.prune import PruneConfig
@@ -24,11 +25,7 @@ TRAIN = dict(imgsz=64, batch=4, workers=0, device="cpu", plots=False, exist_ok=T
 @pytest.fixture(scope="module")
 def pruned_ckpt(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("classes")
-    torch.manual_seed(0)
-    yolo = YOLO("yolo11n.yaml")
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = dict(OLD)
-    yolo.save(root / "base.pt")
+    save_three_class("yolo11n.yaml", root / "base.pt")  # the BCCD names, OLD
     return prune_checkpoint(root / "base.pt", PruneConfig(ratio=0.4, imgsz=64), root / "pruned.pt", latency_runs=0).output
 
 

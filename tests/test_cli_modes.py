@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ultralytics import YOLO
-from ultralytics.nn.tasks import DetectionModel
 
-from conftest import REPO
+from conftest import REPO, save_three_class
 from yolo_ext import cli
 
 EXE = shutil.which("yolo-ext") or str(Path(sys.executable).with_name("yolo-ext"))
@@ -38,13 +36,7 @@ def yolo_ext(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    yolo = YOLO("yolo11n.yaml")
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = {0: "RBC", 1: "WBC", 2: "Platelets"}
-    path = tmp_path_factory.mktemp("modes") / "best.pt"
-    yolo.save(path)
-    return path
+    return save_three_class("yolo11n.yaml", tmp_path_factory.mktemp("modes") / "best.pt")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
-import yolo_ext
-from conftest import REPO, run_python
+from conftest import REPO, run_python, save_three_class
 from yolo_ext.finetune import FinetuneError, PrunedDetectionTrainer, finetune, resume
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
@@ -28,11 +27,7 @@ def channels(model: torch.nn.Module) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("ft")
-    torch.manual_seed(0)
-    yolo = YOLO(yolo_ext.model_yaml("yolo11n-rvb-se.yaml"))
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = {0: "RBC", 1: "WBC", 2: "Platelets"}
-    yolo.save(root / "base.pt")
+    save_three_class("yolo11n-rvb-se.yaml", root / "base.pt")
     report = prune_checkpoint(root / "base.pt", PruneConfig(ratio=0.4, imgsz=64), root / "pruned.pt", latency_runs=0)
     return report.output
 

@@ -14,14 +14,11 @@ import pytest
 import torch
 from ultralytics import YOLO
 
-import yolo_ext
-from conftest import REPO, run_python
-from ultralytics.nn.tasks import DetectionModel
+from conftest import REPO, run_python, save_three_class
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
 PRUNE = REPO / "tools" / "prune.py"
-NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
 
 
 def _load_tool():
@@ -37,16 +34,6 @@ def run_prune(*args: str) -> subprocess.CompletedProcess:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_three_class(cfg: str, path: Path) -> Path:
-    """A 3-class checkpoint of a shipped YAML as Ultralytics saves it (half precision)."""
-    torch.manual_seed(0)
-    yolo = YOLO(yolo_ext.model_yaml(cfg))
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = NAMES
-    yolo.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,9 @@ import pytest
 import torch
 from PIL import Image
 from ultralytics import YOLO
-from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext
-from conftest import REPO
+from conftest import REPO, save_three_class
 from yolo_ext.files import publish, remove_stale_temps, temp_path
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
@@ -64,13 +63,7 @@ def tree(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Path:
     """An untrained 3-class yolo11n checkpoint as Ultralytics saves it."""
-    torch.manual_seed(0)
-    yolo = YOLO("yolo11n.yaml")
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = {0: "RBC", 1: "WBC", 2: "Platelets"}
-    path = tmp_path_factory.mktemp("plain") / "best.pt"
-    yolo.save(path)
-    return path
+    return save_three_class("yolo11n.yaml", tmp_path_factory.mktemp("plain") / "best.pt")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from yolo_ext.iterative import iterative_prune
 from yolo_ext.prune import PrunedModelError, PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs
-from yolo_ext.prune.validate import check_model, output_shapes
+from yolo_ext.prune.validate import check_model, output_shapes, prediction_tensors
 
 IMGSZ = 64
 KPT_SHAPE = (4, 3)  # a small keypoint layout keeps the pose head and its labels short
@@ -54,23 +54,12 @@ def build(task: str, cfg: str) -> nn.Module:
     return randomize(model).eval()
 
 
-def tensors(out: object) -> list[torch.Tensor]:
-    """Every tensor of a (nested) model output, in a fixed order, except the head's echo of its input features."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for k in sorted(out) if k != "feats" for t in tensors(out[k])]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in tensors(o)]
-    return []
-
-
 def shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[tuple[int, ...]]]:
     """Output shapes in eval and in training mode (on a copy: training mode updates BN statistics)."""
     with torch.no_grad():
         return {
-            "eval": [tuple(t.shape) for t in tensors(model.eval()(x))],
-            "train": [tuple(t.shape) for t in tensors(copy.deepcopy(model).train()(x))],
+            "eval": [tuple(t.shape) for t in prediction_tensors(model.eval()(x))],
+            "train": [tuple(t.shape) for t in prediction_tensors(copy.deepcopy(model).train()(x))],
         }
 
 
@@ -116,7 +105,7 @@ def test_pruned_model_survives_a_checkpoint_round_trip(case):
     loaded = torch.load(buffer, weights_only=False)["model"].eval()
     x = torch.rand(1, 3, IMGSZ, 96)
     with torch.no_grad():
-        for a, b in zip(tensors(model.eval()(x)), tensors(loaded(x))):
+        for a, b in zip(prediction_tensors(model.eval()(x)), prediction_tensors(loaded(x))):
             assert torch.equal(a, b)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from ultralytics import YOLO
 from ultralytics.nn.modules import C2f, PSA, SCDown, v10Detect
 from ultralytics.nn.modules.block import CIB, C2fCIB, RepVGGDW
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, RTDETRDetectionModel, yaml_model_load
@@ -19,7 +18,7 @@ from ultralytics.utils.loss import E2ELoss
 from ultralytics.utils.torch_utils import unwrap_model
 
 import yolo_ext
-from conftest import randomize
+from conftest import randomize, save_three_class
 from test_prune_cli import _load_tool, reload_val_predict_export
 from yolo_ext.distill import PrunedDistillationModel
 from yolo_ext.finetune import finetune
@@ -27,7 +26,6 @@ from yolo_ext.prune import PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_detection_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs
 
-NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
 IMGSZ = 128
 
 
@@ -145,16 +143,6 @@ def test_prunes_every_v10_block_and_keeps_the_head_outputs(case):
         assert dw.groups == dw.in_channels == dw.out_channels
 
 
-def _checkpoint(cfg: str | Path, path: Path) -> Path:
-    """A 3-class checkpoint as Ultralytics saves it (half precision)."""
-    torch.manual_seed(0)
-    yolo = YOLO(str(cfg))
-    yolo.model = DetectionModel(yolo.model.yaml, nc=3, verbose=False)
-    yolo.model.names = NAMES
-    yolo.save(path)
-    return path
-
-
 def _tool(*args: str) -> tuple[int, str]:
     """tools/prune.py's main() in-process (as its CLI runs it): exit code and stderr."""
     tool = _load_tool()
@@ -165,7 +153,7 @@ def _tool(*args: str) -> tuple[int, str]:
 
 
 def test_tool_prunes_a_v10_checkpoint_that_reloads_validates_predicts_and_exports(tiny_bccd, tmp_path):
-    source = _checkpoint("yolov10n.yaml", tmp_path / "v10.pt")
+    source = save_three_class("yolov10n.yaml", tmp_path / "v10.pt")
     code, err = _tool("--model-path", str(source), "--prune-type", "l1")
     out = tmp_path / "v10-pruned40.pt"
     assert code == 0, err
@@ -176,7 +164,7 @@ def test_tool_prunes_a_v10_checkpoint_that_reloads_validates_predicts_and_export
 
 
 def test_finetune_keeps_the_pruned_v10_and_trains_with_its_end_to_end_loss(tiny_bccd, tmp_path):
-    source = _checkpoint(yolo_ext.model_yaml("yolov10n-coordatt.yaml"), tmp_path / "base.pt")
+    source = save_three_class("yolov10n-coordatt.yaml", tmp_path / "base.pt")
     pruned = prune_checkpoint(source, PruneConfig(ratio=0.4, imgsz=64), tmp_path / "pruned.pt", latency_runs=0).output
     widths = lambda m: {n: c.out_channels for n, c in m.named_modules() if isinstance(c, nn.Conv2d)}  # noqa: E731
     reference = widths(torch.load(pruned, weights_only=False)["model"])

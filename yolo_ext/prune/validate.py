@@ -58,19 +58,19 @@ def check_context_aggregation(m: ContextAggregation) -> str | None:
     return None if gates == (1, 1) else f"gate/key convs must keep one output channel, have {gates}"
 
 
-def _tensors(out: object) -> list[torch.Tensor]:
+def prediction_tensors(out: object) -> list[torch.Tensor]:
     """Every prediction tensor in a (nested) model output, in a fixed order; ``feats`` (the pruned neck) left out."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
-        return [t for k in sorted(out) if k != "feats" for t in _tensors(out[k])]
+        return [t for k in sorted(out) if k != "feats" for t in prediction_tensors(out[k])]
     if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _tensors(o)]
+        return [t for o in out for t in prediction_tensors(o)]
     return []
 
 
 def _flat_shapes(out: object) -> list[tuple[int, ...]]:
-    return [tuple(t.shape) for t in _tensors(out)]
+    return [tuple(t.shape) for t in prediction_tensors(out)]
 
 
 # Two small non-square inputs in both orientations: channel consistency does not depend on the input size, and the
@@ -114,7 +114,7 @@ def check_model(model: nn.Module, expected: dict[tuple[str, tuple[int, int]], li
         got = _flat_shapes(out)
         if got != shapes:
             raise PrunedModelError(f"Pruned model output shapes at {where} changed: {got} != {shapes}.")
-        if not all(torch.isfinite(t).all() for t in _tensors(out)):
+        if not all(torch.isfinite(t).all() for t in prediction_tensors(out)):
             raise PrunedModelError(f"Pruned model gives non-finite outputs at {where}.")
     model.eval()
 
