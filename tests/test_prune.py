@@ -222,7 +222,7 @@ def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     """prune_model and checkpoint loading refuse with the same check: exact model class with an exact head class of
     the head table (segmentation, pose and OBB are accepted: tests/test_tasks.py)."""
     from yolo_ext.prune.checkpoint import load_detection_checkpoint
-    from yolo_ext.prune.engine import check_detection_model
+    from yolo_ext.prune.heads import check_supported_model
 
     odd = build("yolov8n.yaml")
     odd.model[-1].__class__ = UnknownHead
@@ -236,5 +236,5 @@ def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     headless = build("yolov8n.yaml")
     headless.model[-1] = nn.Identity()
     with pytest.raises(PruningError, match="head Identity"):
-        check_detection_model(headless)
-    check_detection_model(build("yolov8n.yaml"))  # a plain detector passes
+        check_supported_model(headless)
+    check_supported_model(build("yolov8n.yaml"))  # a plain detector passes

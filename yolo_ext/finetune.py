@@ -403,7 +403,8 @@ def finetune(
     ``trainer`` defaults to the one of the checkpoint's task (:data:`PRUNED_TRAINERS`); a given one must train that
     task. ``teacher`` (detection only) is a network to distil from (:mod:`yolo_ext.distill`): a checkpoint path, or
     ``"auto"`` (the default) for the one the model was pruned from when its file is still there
-    (:func:`default_teacher`; without one, or for another task, it trains without a teacher); None trains without one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
+    (:func:`default_teacher`; without one, or for another task, it trains without a teacher); None trains without
+    one. ``distill_model=...`` in ``train_args`` (Ultralytics' name) wins over it.
     Data with another number of classes than the model's gets new class outputs and keeps the rest of the network
     (:mod:`yolo_ext.classes`); an explicit teacher must then predict the data's classes.
     A relative ``project`` is taken from the current folder (Ultralytics would put it under ``runs/detect/``).

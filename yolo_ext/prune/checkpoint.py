@@ -23,7 +23,7 @@ from ultralytics.utils.patches import torch_load
 
 import yolo_ext
 from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
-from yolo_ext.prune.engine import PruneConfig, PruneResult, check_detection_model, protected_layers, prune_model
+from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.heads import check_supported_model
 from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
@@ -60,7 +60,7 @@ def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes")
         )
     if isinstance(model, DistillationModel):  # last.pt of a distillation run: the network is its student
         model = model.student_model
-    check_detection_model(model, purpose, source=str(path))
+    check_supported_model(model, purpose, source=str(path))
     return ckpt, model.float()
 
 

@@ -154,12 +154,6 @@ def _all_trainable(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(n not in frozen)
 
 
-def check_detection_model(model: nn.Module, purpose: str = "yolo_ext prunes", source: str | None = None) -> None:
-    """Refuse any model whose head is not in :data:`yolo_ext.prune.heads.HEADS` (the one copy of this check; the
-    message lists what is supported)."""
-    check_supported_model(model, purpose, source)
-
-
 def prune_model(
     model: DetectionModel,
     config: PruneConfig | None = None,
@@ -179,7 +173,7 @@ def prune_model(
     """
     config = config or PruneConfig()
     config.check()
-    check_detection_model(model)
+    check_supported_model(model)
     if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
     start = time.perf_counter()
