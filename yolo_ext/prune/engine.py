@@ -18,6 +18,10 @@ import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
+from yolo_ext.latency import Deployment, LatencyError
+from yolo_ext.latency.costs import MacsCost, ParamsCost, conv_shapes
+from yolo_ext.prune.allocate import allocate, apply_allocation, prunable_groups
+from yolo_ext.prune.budget import Budget, prune_to_latency, resolve_multiple
 from yolo_ext.prune.errors import PruningError
 from yolo_ext.prune.heads import check_supported_model, output_layers
 from yolo_ext.prune.importance import GLOBAL_BY_DEFAULT, NEEDS_GRADIENTS, make_importance
@@ -25,6 +29,10 @@ from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
 from yolo_ext.prune.split import split_blocks
 from yolo_ext.prune.tracking import FeatureTaps, LayerCap, check_layer_cap
 from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, output_shapes
+
+
+#: how channels are spread over the groups (see PruneConfig.allocation)
+ALLOCATIONS = ("ratio", "cost")
 
 
 @dataclass
@@ -42,7 +50,17 @@ class PruneConfig:
         imgsz: (h, w) or one int; the input size MACs are counted at (the graph is traced on a small input).
         protect: module names (``model.22``, ``model.9.m.0``) whose channels must not change.
         target_params / target_macs: instead of ``ratio``, the fraction of parameters / MACs to remove; the ratio
-            is searched on copies of the model until the reduction is within ``target_tolerance``.
+            is searched on copies of the model until the reduction is within ``target_tolerance`` (or, with
+            ``allocation="cost"``, channels are removed where they cost most per importance until it is reached).
+        target_latency: instead of ``ratio``, the fraction of the measured latency on ``backend`` to remove (0.5
+            halves it): allocated with a per-layer latency table measured on the backend (cached), then the whole
+            pruned network is measured and the allocation corrected until it lands within ``latency_tolerance``.
+        allocation: ``"ratio"``: Torch-Pruning's ranking at ``ratio`` (per group, or global); ``"cost"``: keep the
+            most importance per unit of cost removed (HALP-style greedy; cost is ms, MACs or params from the target).
+        backend: runtime the latency is measured on (:data:`yolo_ext.latency.BACKENDS`; None: ``ort-cpu`` when
+            installed, else ``torch-cpu``); ``batch`` / ``threads``: the deployment it is measured at.
+        round_to: an int, or ``"auto"``: the channel multiple the backend runs fast, measured
+            (:mod:`yolo_ext.latency.multiples`, cached).
     """
 
     ratio: float = 0.4
@@ -56,27 +74,52 @@ class PruneConfig:
     target_params: float | None = None
     target_macs: float | None = None
     target_tolerance: float = 0.01
+    target_latency: float | None = None
+    latency_tolerance: float = 0.05
+    allocation: str = "ratio"
+    backend: str | None = None
+    batch: int = 1
+    threads: int = 1
 
     def check(self) -> None:
         """Reject impossible options before any work is done."""
-        if self.target_params is not None and self.target_macs is not None:
-            raise PruningError("Give either a params target or a MACs target, not both.")
-        for name in ("target_params", "target_macs"):
+        targets = [n for n in ("target_params", "target_macs", "target_latency") if getattr(self, n) is not None]
+        if len(targets) > 1:
+            raise PruningError(f"Give one target, not {' and '.join(targets)}: each sets how much to remove.")
+        for name in ("target_params", "target_macs", "target_latency"):
             value = getattr(self, name)
-            if value is not None and not 0 < value < 0.95:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < 0.95):
                 raise PruningError(f"{name} must be in (0, 0.95), got {value!r}: 0.5 removes half of them.")
+        if self.allocation not in ALLOCATIONS:
+            raise PruningError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}.")
+        if self.allocation == "cost" and not targets:
+            raise PruningError("allocation='cost' needs a target (target_latency, target_macs or target_params): "
+                               "it removes channels until that much is gone.")
+        if not 0 < self.latency_tolerance < 0.5:
+            raise PruningError(f"latency_tolerance must be in (0, 0.5), got {self.latency_tolerance!r}.")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
             raise PruningError(f"Pruning ratio must be in [0, 1), got {self.ratio!r}: 0.4 removes 40% of the channels.")
         if not 0 < self.max_layer_ratio <= 1:
             raise PruningError(f"max_layer_ratio must be in (0, 1], got {self.max_layer_ratio!r}.")
-        if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
-            raise PruningError(f"round_to must be a positive integer such as 8, got {self.round_to!r}.")
+        if self.round_to is not None and self.round_to != "auto" and (
+                isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1):
+            raise PruningError(f"round_to must be a positive integer such as 16, or 'auto', got {self.round_to!r}.")
         if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
             raise PruningError(f"iterative_steps must be an integer >= 1, got {self.iterative_steps!r}.")
         size = image_size(self.imgsz)
         if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
             raise PruningError(f"imgsz must be a multiple of 32 (the largest stride), e.g. 640 or 320, got {self.imgsz!r}.")
         make_importance(self.criterion)
+        try:
+            self.deployment.check()
+        except LatencyError as e:
+            raise PruningError(str(e)) from None
+
+    @property
+    def deployment(self) -> Deployment:
+        """Where latency is measured: the pruning's input size, ``batch`` and ``threads``."""
+        return Deployment(tuple(self.size), self.batch, self.threads)
 
     @property
     def is_global(self) -> bool:
@@ -110,6 +153,7 @@ class PruneResult:
     channels_after: dict[str, int]
     seconds: float
     feature_channels: dict = field(default_factory=dict)
+    latency: dict | None = None  # what a latency target measured (backend, ms before/after, iterations)
 
     def record(self) -> dict:
         """Plain-data summary: method, ratio, per-layer output channels before/after, params and MACs."""
@@ -122,6 +166,7 @@ class PruneResult:
             # which input channels of each Detect level survived (indices into the network before this pruning):
             # what distillation needs to compare the student's features with the teacher's kept channels
             "feature_channels": self.feature_channels,
+            **({"latency": self.latency} if self.latency else {}),
         }
 
 
@@ -169,7 +214,8 @@ def prune_model(
             data; called before every pruning step, on the model being pruned.
 
     Returns:
-        PruneResult with the (same, now pruned) model and before/after numbers.
+        PruneResult with the (same, now pruned) model and before/after numbers (and, for a latency target, what
+        was measured: ``result.latency``).
     """
     config = config or PruneConfig()
     config.check()
@@ -177,8 +223,28 @@ def prune_model(
     if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
     start = time.perf_counter()
-    if config.target_params is not None or config.target_macs is not None:
-        config = _config_for_target(model, config, gradient_fn)
+    model.float().eval()
+    config = resolve_multiple(config)
+    if config.target_latency is not None:
+        result = prune_to_latency(model, config, gradient_fn, _prune)
+    elif config.allocation == "cost":
+        metric = "params" if config.target_params is not None else "macs"
+        cost = ParamsCost() if metric == "params" else MacsCost()
+        result = _prune(model, config, gradient_fn, Budget(cost, fraction=getattr(config, f"target_{metric}")))
+    else:
+        if config.target_params is not None or config.target_macs is not None:
+            config = _config_for_target(model, config, gradient_fn)
+        result = _prune(model, config, gradient_fn)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _prune(
+    model: DetectionModel, config: PruneConfig, gradient_fn: Callable | None, budget: Budget | None = None,
+) -> PruneResult:
+    """One pruning of ``model`` in place: Torch-Pruning's ranking at ``config.ratio``, or, with a ``budget``, the
+    cost-aware allocation (:mod:`.allocate`) until the budget's cost is reached."""
+    start = time.perf_counter()
     model.float().eval()
     example = torch.rand(1, 3, *config.size)
     shapes = output_shapes(model)
@@ -200,16 +266,29 @@ def prune_model(
                 customized_pruners=pruners,
             )
         taps = FeatureTaps(model)
-        cap = LayerCap(pruner, config.max_layer_ratio, config.round_to)
-        for _ in range(config.iterative_steps):
+        if budget is None:
+            cap = LayerCap(pruner, config.max_layer_ratio, config.round_to)
+        else:
+            convs = conv_shapes(model, config.size)
+            total = budget.cost.total(convs)
+            final = budget.absolute if budget.absolute is not None else total * (1 - budget.fraction)
+            initial_out = {n: s.cout for n, s in convs.items()}
+        for step in range(config.iterative_steps):
             if gradient_fn is not None:
                 model.zero_grad(set_to_none=True)
                 gradient_fn(model)
-            for group in pruner.step(interactive=True):
-                group = cap.limit(group)
-                if group is not None:
-                    taps.record(group, pruner.DG)
-                    group.prune()
+            if budget is None:
+                for group in pruner.step(interactive=True):
+                    group = cap.limit(group)
+                    if group is not None:
+                        taps.record(group, pruner.DG)
+                        group.prune()
+                continue
+            if step:
+                convs = conv_shapes(model, config.size)
+            groups = prunable_groups(pruner, model, convs, config.round_to or 1, config.max_layer_ratio, initial_out)
+            goal = total - (total - final) * (step + 1) / config.iterative_steps
+            apply_allocation(pruner, groups, allocate(groups, convs, budget.cost, goal), taps)
         model.zero_grad(set_to_none=True)
     model.eval()
     check_model(model, shapes)
