@@ -61,7 +61,13 @@ VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs bel
                            "weights": {"feature": 0.0, "cls": 1.0, "box": 1.0}},
     "lamp-gradual5": {"criterion": "lamp", "global": True, "recipe": "rewind", "steps": 5},
     "lamp-rewind-f15": {"criterion": "lamp", "global": True, "recipe": "rewind", "fraction": 0.15},
-    "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options (since: lamp-head)
+    # issue 15: allocations that make the network faster (``prune``: PruneConfig fields instead of --target-params)
+    "macs45": {"prune": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.45, "round_to": "auto"},
+               "recipe": "rewind"},
+    "macs50": {"prune": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.50, "round_to": "auto"},
+               "recipe": "rewind"},
+    "lamp40-r": {"prune": {"criterion": "lamp", "ratio": 0.4, "round_to": "auto"}, "recipe": "rewind"},
+    "default": {},  # whatever tools/prune.py and tools/finetune.py do with no options
 }
 
 
@@ -165,8 +171,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         v = VARIANTS[job["variant"]]
         source = job["sparse"] if v.get("source") == "sparse" else job["base"]
         # "default" ({}) prunes as tools/prune.py does with no options
-        config = PruneConfig(target_params=job["target"], imgsz=job["imgsz"],
-                             criterion=v.get("criterion", DEFAULT_CRITERION), global_pruning=v.get("global"))
+        if "prune" in v:
+            config = PruneConfig(imgsz=job["imgsz"], **v["prune"])
+        else:
+            config = PruneConfig(target_params=job["target"], imgsz=job["imgsz"],
+                                 criterion=v.get("criterion", DEFAULT_CRITERION), global_pruning=v.get("global"))
         epochs = max(1, round(v["fraction"] * job["epochs"])) if "fraction" in v else job["finetune_epochs"]
         args = dict(common, epochs=epochs)
         if v.get("recipe") == "old":

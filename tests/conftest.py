@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torch import nn
 from ultralytics.nn.tasks import BaseModel
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# latency tables and channel multiples measured by tests go to a throwaway folder, never the user's cache
+os.environ["YOLO_EXT_CACHE"] = tempfile.mkdtemp(prefix="yolo_ext-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO / "yolo_ext" / "data" / "bccd_demo"  # the subset shipped with the package: tests run from a fresh clone

@@ -30,8 +30,9 @@ class Runner(ABC):
     """One deployed network on one runtime, ready to run on a fixed input."""
 
     @abstractmethod
-    def __call__(self) -> None:
-        """Run one inference and wait for it to finish."""
+    def __call__(self) -> float | None:
+        """Run one inference and wait for it to finish; return its ms if the runtime timed it itself (else None:
+        the caller's wall clock is used)."""
 
     @abstractmethod
     def layer_ms(self, reps: int) -> dict[str, float]:

@@ -1,0 +1,147 @@
+"""Which allocation makes a pruned YOLO faster on the runtime it ships to? Speed-up and efficiency per variant.
+
+Each model (`--models`: a checkpoint path, or a YAML name built with fixed random weights) is pruned by every variant
+(`--variants`, see VARIANTS), and the original and all prunings are deployed (fused, export mode) on each backend
+(`--backends`) and timed side by side in one round-robin per backend (`yolo_ext.latency.interleaved_ms`). Reported:
+GMACs, MACs ratio, params, prune seconds, and per backend the median ms, speed-up and efficiency = speed-up / MACs
+ratio. Variants that take a latency target are timed again here, in this process, so the table also shows how far
+the target landed when re-measured.
+
+  python benchmarks/prune_latency.py --models benchmarks/bccd_yolo11n_base.pt --backends ort-cpu openvino-cpu
+  python benchmarks/prune_latency.py --models yolo11s yolov8n yolo26n --variants default lamp40 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import harness  # noqa: I001  (first: sets YOLO_OFFLINE before Ultralytics is imported)
+from harness import log, markdown_table, write_json
+
+import torch
+
+from yolo_ext.latency import Deployment, deployed_copy, get_backend, interleaved_ms
+from yolo_ext.prune import PruneConfig, prune_model
+from yolo_ext.prune.checkpoint import load_prunable_checkpoint
+
+#: name -> PruneConfig fields ("default" is what tools/prune.py does with no options)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "lamp40": {"criterion": "lamp", "ratio": 0.4},  # the default until issue 15
+    "lamp40-r": {"criterion": "lamp", "ratio": 0.4, "round_to": "auto"},
+    "l1-25-r": {"criterion": "l1", "ratio": 0.25, "round_to": "auto"},
+    "l1-40-r": {"criterion": "l1", "ratio": 0.4, "round_to": "auto"},
+    "macs40": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.40, "round_to": "auto"},
+    "macs45": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.45, "round_to": "auto"},
+    "macs50": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.50, "round_to": "auto"},
+    "macs50-l1": {"criterion": "l1", "allocation": "cost", "target_macs": 0.50, "round_to": "auto"},
+    "lat35": {"criterion": "lamp", "target_latency": 0.35},
+    "lat50": {"criterion": "lamp", "target_latency": 0.50},
+}
+
+
+def load(name: str) -> torch.nn.Module:
+    if name.endswith(".pt"):
+        return load_prunable_checkpoint(name)[1]
+    return harness.build_model(name)
+
+
+def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    deployment = Deployment((args.imgsz, args.imgsz), 1, args.threads)
+    base = load(name).eval()
+    rows: list[dict[str, Any]] = []
+    models = [base]
+    for variant in args.variants:
+        if variant == "default":
+            from yolo_ext.prune.defaults import default_fields
+
+            fields = default_fields()
+        else:
+            fields = VARIANTS[variant]
+        config = PruneConfig(**{**fields, "imgsz": args.imgsz, "threads": args.threads,
+                                **({"backend": args.backends[0]} if "target_latency" in fields else {})})
+        model = copy.deepcopy(base)
+        t = time.perf_counter()
+        result = prune_model(model, config)
+        seconds = time.perf_counter() - t
+        rows.append({"variant": variant, "macs": result.macs_after, "params": result.params_after, "prune_s": seconds,
+                     "target_latency": config.target_latency, "search": result.latency,
+                     "multiple": result.config.round_to})
+        models.append(model)
+        log(f"{name} {variant}: {seconds:.1f} s, {result.macs_before / result.macs_after:.2f}x fewer MACs")
+    base_macs, base_params = result.macs_before, result.params_before
+    rows.insert(0, {"variant": "original", "macs": base_macs, "params": base_params, "prune_s": 0.0,
+                    "target_latency": None, "search": None, "multiple": None})
+    for backend_name in args.backends:
+        backend = get_backend(backend_name)
+        runners = [backend.runner(deployed_copy(m), deployment) for m in models]
+        try:
+            ms = interleaved_ms(runners, args.runs, warmup=3)
+        finally:
+            for r in runners:
+                r.close()
+        for row, t in zip(rows, ms):
+            row[backend_name] = t
+    for row in rows:
+        row["model"] = Path(name).stem
+        row["macs_ratio"] = base_macs / row["macs"]
+    return rows
+
+
+def table(rows: list[dict[str, Any]], backends: list[str]) -> str:
+    columns = ["model", "variant", "multiple", "params", "GMACs", "MACs ratio", "prune s"]
+    for b in backends:
+        columns += [f"{b} ms", f"{b} speed-up", f"{b} eff."]
+    columns.append("target landed")
+    out = []
+    base: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["variant"] == "original":
+            base[r["model"]] = r
+        b0 = base[r["model"]]
+        cells = [r["model"], r["variant"], r["multiple"] or "", f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e9:.2f}",
+                 f"{r['macs_ratio']:.2f}x", f"{r['prune_s']:.1f}"]
+        for b in backends:
+            speedup = b0[b] / r[b]
+            cells += [f"{r[b]:.1f}", f"{speedup:.2f}x", f"{speedup / r['macs_ratio']:.2f}"]
+        if r["target_latency"]:
+            goal = 1 - r["target_latency"]
+            cells.append(f"{(r[backends[0]] / b0[backends[0]]) / goal - 1:+.1%} (search {r['search']['off_target']:+.1%})")
+        else:
+            cells.append("")
+        out.append(cells)
+    return markdown_table(columns, "ll" + "r" * (len(columns) - 3) + "l", out)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["benchmarks/bccd_yolo11n_base.pt"])
+    p.add_argument("--variants", nargs="+", default=["default", *VARIANTS], choices=["default", *VARIANTS])
+    p.add_argument("--backends", nargs="+", default=["ort-cpu", "openvino-cpu"])
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--json", type=Path)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    harness.setup(1)
+    clock = harness.RunClock()
+    rows = []
+    with harness.other_load() as load:
+        for name in args.models:
+            rows += run_model(name, args)
+    print(table(rows, args.backends))
+    print(f"\n{clock.summary()} Other processes kept {load.cores:.2f} cores busy.")
+    if args.json:
+        write_json(args.json, {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
