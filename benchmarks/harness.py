@@ -336,11 +336,11 @@ def deploy(pt_path: Path, imgsz: int, threads: int, x: Any) -> Deployed:
     import torch
     from ultralytics import YOLO
 
+    from yolo_ext.latency import deployed_copy
     from yolo_ext.prune.checkpoint import load_detection_checkpoint
-    from yolo_ext.prune.report import fused_copy
 
     _, model = load_detection_checkpoint(pt_path)
-    fused = fused_copy(model)
+    fused = deployed_copy(model)
     onnx_path = Path(YOLO(str(pt_path)).export(format="onnx", imgsz=imgsz, simplify=False, verbose=False))
     session = ort_session(onnx_path, threads)
     with torch.inference_mode():

@@ -44,7 +44,8 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pruned(checkpoint) -> tuple[Path, subprocess.CompletedProcess, str]:
     before = digest(checkpoint)
-    result = run_prune("--model_path", str(checkpoint), "--prune_type", "l1", "--imgsz", "128", "--latency-runs", "2")
+    result = run_prune("--model_path", str(checkpoint), "--prune_type", "l1", "--prune-ratio", "0.4", "--round-to", "1",
+                       "--imgsz", "128", "--latency-runs", "2")
     return checkpoint.with_name("best-pruned40.pt"), result, before
 
 
@@ -54,7 +55,8 @@ def test_cli_writes_checkpoint_report_and_plot(pruned, checkpoint):
     assert digest(checkpoint) == before, "the input checkpoint must never change"
     assert out.stat().st_size > 100_000
     table = out.with_suffix(".txt").read_text()
-    assert "params" in table and "GFLOPs@128" in table and "CPU ms" in table and "%" in table
+    assert "params" in table and "GFLOPs@128" in table and "ort-cpu ms" in table and "%" in table
+    assert "Latency on ort-cpu (128x128, batch 1, 1 thread)" in table and "faster" in table and "efficiency" in table
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob(".*.tmp"))
 
@@ -132,6 +134,27 @@ def test_every_family_reloads_and_exports(cfg, tiny_bccd, tmp_path):
     source = save_three_class(cfg, tmp_path / "in.pt")
     out = prune_checkpoint(source, PruneConfig(ratio=0.4, imgsz=128), latency_runs=0).output
     reload_val_predict_export(out, tiny_bccd)
+
+
+def test_default_cuts_macs_at_the_runtime_multiple(checkpoint, tmp_path):
+    """No ratio, no target: -45% MACs spent where channels carry the least importance per MAC, at widths that are
+    multiples of the backend's measured channel multiple, and the report times both networks on the backend."""
+    source = tmp_path / "best.pt"
+    source.write_bytes(checkpoint.read_bytes())
+    result = run_prune("--model_path", str(source), "--imgsz", "128", "--latency-runs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "best-macs45.pt"
+    record = torch.load(out, weights_only=False)["model"].yolo_ext_pruning[-1]
+    config = record["config"]
+    assert (config["criterion"], config["allocation"], config["target_macs"]) == ("lamp", "cost", 0.45)
+    multiple = config["round_to"]
+    assert isinstance(multiple, int) and multiple in (4, 8, 16, 32)  # measured, not "auto"
+    assert 1 - record["macs"][1] / record["macs"][0] == pytest.approx(0.45, abs=0.04)
+    changed = {n: c for n, c in record["channels"].items() if c[0] != c[1]}
+    assert changed and all(after % multiple == 0 for _, after in changed.values())
+    text = out.with_suffix(".txt").read_text()
+    assert "most importance kept per MAC" in text and f"channels x{multiple}" in text
+    assert "Latency on ort-cpu (128x128" in text and "efficiency" in text
 
 
 def test_prune_the_pruned_checkpoint_again(pruned):

@@ -1,5 +1,5 @@
-"""End-to-end demo on the BCCD subset shipped with yolo_ext: build a custom-module model, train briefly, prune 40%,
-fine-tune briefly, print the before/after table.
+"""End-to-end demo on the BCCD subset shipped with yolo_ext: build a custom-module model, train briefly, prune it as
+tools/prune.py does by default, fine-tune briefly, print the before/after table (accuracy, size, latency).
 
 Usage: python tools/demo.py [--model yolo11n-coordatt.yaml] [--epochs 30] [--finetune-epochs 15] [--out runs/demo-N]
 """
@@ -20,7 +20,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--finetune-epochs", type=int, default=15)
     p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--ratio", type=float, default=0.4)
+    p.add_argument("--ratio", type=float, help="prune this ratio (global LAMP) instead of the default cut")
     p.add_argument("--out", help="new output folder (default: runs/demo-<timestamp>)")
     return p
 

@@ -1,4 +1,5 @@
-"""Compare checkpoints in one table: box mAP50, mAP50-95, P, R (+ mask / pose mAP50-95), params, GFLOPs, CPU latency.
+"""Compare checkpoints in one table: box mAP50, mAP50-95, P, R (+ mask / pose mAP50-95), params, GFLOPs, latency on
+the deployment runtime (--backend), speed-up and efficiency.
 
 tools/val.py --data data.yaml --imgsz 640 best.pt best-pruned40.pt runs/finetune/exp/weights/best.pt
 """
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.evaluate import check_comparison_inputs, compare_checkpoints, format_comparison
-from yolo_ext.prune import CheckpointError
+from yolo_ext.prune import CheckpointError, PruningError
+from yolo_ext.prune.budget import resolve_backend
 from yolo_ext.cli_options import ArgumentParser
 
 
@@ -21,8 +23,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data YAML to validate on")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--latency-runs", type=int, default=10,
-                   help="interleaved single-thread CPU runs per model (fused, batch 1; 0: skip)")
+    p.add_argument("--latency-runs", type=int, default=20,
+                   help="interleaved runs per model on --backend (fused, export mode, batch 1; 0: skip)")
+    p.add_argument("--backend", help="runtime latency is measured on (default: ort-cpu, or torch-cpu where ONNX "
+                                     "Runtime is not installed)")
+    p.add_argument("--threads", type=int, default=1, help="threads the backend runs on")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -34,10 +39,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         check_comparison_inputs(args.checkpoints, args.data)
-    except CheckpointError as e:
+        if args.latency_runs:
+            resolve_backend(args.backend)
+        rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs,
+                                   args.device, args.backend, args.threads)
+    except (CheckpointError, PruningError) as e:
         print(f"val: error: {e}", file=sys.stderr)
         return 2
-    rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs, args.device)
     print(format_comparison(rows, args.imgsz))
     return 0
 

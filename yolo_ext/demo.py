@@ -14,8 +14,9 @@ from ultralytics import YOLO
 from yolo_ext.cfg_paths import model_yaml
 from yolo_ext.evaluate import compare_checkpoints, format_comparison
 from yolo_ext.finetune import finetune
-from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
-from yolo_ext.prune.checkpoint import prune_checkpoint
+from yolo_ext.prune import PruneConfig
+from yolo_ext.prune.checkpoint import describe, prune_checkpoint
+from yolo_ext.prune.defaults import default_fields
 
 DEMO_DATA = Path(__file__).parent / "data" / "bccd_demo" / "data.yaml"
 
@@ -27,9 +28,10 @@ def _step(i: int, text: str) -> float:
 
 def run_demo(
     out: Path, model: str = "yolo11n-coordatt.yaml", epochs: int = 30, finetune_epochs: int = 15, imgsz: int = 320,
-    ratio: float = 0.4, batch: int = 8, latency_runs: int = 10,
+    ratio: float | None = None, batch: int = 8, latency_runs: int = 20,
 ) -> str:
-    """Run the four steps into ``out`` (a new folder) and return the comparison table.
+    """Run the four steps into ``out`` (a new folder) and return the comparison table. Pruning is what
+    ``tools/prune.py`` does with no options (:mod:`yolo_ext.prune.defaults`), or global LAMP at ``ratio``.
 
     48 training images make 6 batches of 8 per epoch; ``nbs=batch`` steps the optimizer on every batch (Ultralytics
     would otherwise accumulate to 64 images, i.e. less than one step per epoch, and learn nothing in a demo).
@@ -45,15 +47,16 @@ def run_demo(
     yolo.train(epochs=epochs, project=str(out), name="train", **common)
     trained = Path(yolo.trainer.best)
     print(f"trained in {time.perf_counter() - t:.0f} s: {trained}")
-    t = _step(2, f"Prune {ratio:.0%} of the channels ({DEFAULT_CRITERION}, as tools/prune.py does by default)")
-    config = PruneConfig(ratio=ratio, criterion=DEFAULT_CRITERION, imgsz=imgsz)
+    fields = default_fields() if ratio is None else {"criterion": "lamp", "ratio": ratio, "round_to": "auto"}
+    config = PruneConfig(**fields, imgsz=imgsz)
+    t = _step(2, f"Prune ({describe(config)}{', as tools/prune.py does by default' if ratio is None else ''})")
     report = prune_checkpoint(trained, config, out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
-    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe, distilling from it)")
+    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe)")
     tuned = finetune(report.output, data, epochs=finetune_epochs, project=str(out), name="finetune",
                      **{k: v for k, v in common.items() if k != "data"})
     print(f"fine-tuned in {time.perf_counter() - t:.0f} s: {tuned.trainer.best}")
-    _step(4, "Compare (val set of the demo data, CPU latency fused, batch 1)")
+    _step(4, "Compare (val set of the demo data; latency side by side on the deployment runtime, batch 1)")
     rows = compare_checkpoints([trained, report.output, tuned.trainer.best], data, imgsz, batch, latency_runs)
     for row, label in zip(rows, ("trained", "pruned", "pruned + fine-tuned")):
         row.name = label

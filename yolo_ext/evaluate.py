@@ -1,4 +1,8 @@
-"""One comparison table for several checkpoints: accuracy, size, compute and CPU latency, measured the same way.
+"""One comparison table for several checkpoints: accuracy, size, compute and latency, measured the same way.
+
+Latency is measured on the runtime users deploy to (``backend``: ONNX Runtime CPU by default, see
+:mod:`yolo_ext.latency`), every checkpoint side by side in one process; speed-up and efficiency (speed-up divided
+by the MACs ratio) are relative to the first checkpoint.
 
 Every task yolo_ext prunes is compared by its box metrics (for OBB models: the oriented boxes); segmentation and pose
 checkpoints add their task's own mAP50-95 (:data:`TASK_METRICS`). The checkpoints of one table share a task, since
@@ -15,11 +19,12 @@ import torch_pruning as tp
 from ultralytics import YOLO
 from ultralytics.data.utils import check_det_dataset
 
+from yolo_ext.latency import Deployment, LatencyError, deployed_copy, measure_latency
+from yolo_ext.prune.budget import resolve_backend
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 from yolo_ext.prune.engine import image_size
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.heads import check_supported_model
-from yolo_ext.prune.report import LATENCY_THREADS, fused_copy, interleaved_latency_ms
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Measurement:
     params: int
     gflops: float
     latency_ms: float
+    backend: str = ""
     task: str = "detect"
     task_map50_95: float | None = None  # the task's own mAP50-95 (masks, keypoints), where it has one
 
@@ -67,18 +73,25 @@ def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
 
 
 def compare_checkpoints(
-    paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 10,
-    device: str = "cpu",
+    paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 20,
+    device: str = "cpu", backend: str | None = None, threads: int = 1,
 ) -> list[Measurement]:
-    """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``)."""
+    """Validate every checkpoint on ``data`` and time them side by side on ``backend`` (batch 1, ``imgsz``,
+    ``threads``; None: ONNX Runtime CPU, or PyTorch CPU where it is not installed)."""
     models = [YOLO(str(p)) for p in paths]
-    nets = [fused_copy(m.model) for m in models]
     size = image_size(imgsz)
     example = torch.rand(1, 3, *size)
-    latencies = interleaved_latency_ms(nets, size, runs=latency_runs) if latency_runs else [float("nan")] * len(nets)
+    latencies, name = [float("nan")] * len(models), ""
+    if latency_runs:
+        runtime = resolve_backend(backend)
+        try:
+            latency = measure_latency([m.model for m in models], runtime, Deployment(size, 1, threads), latency_runs)
+        except LatencyError as e:
+            raise PruningError(str(e)) from None
+        latencies, name = latency.ms, latency.label()
     rows = []
-    for path, model, net, ms in zip(paths, models, nets, latencies):
-        macs, params = tp.utils.count_ops_and_params(net, example)
+    for path, model, ms in zip(paths, models, latencies):
+        macs, params = tp.utils.count_ops_and_params(deployed_copy(model.model), example)
         # the head decides: Ultralytics guesses "detect" for a network saved without its task (no train args)
         model.task = check_supported_model(model.model).task
         metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
@@ -87,24 +100,30 @@ def compare_checkpoints(
         extra = TASK_METRICS.get(model.task)
         task_map = getattr(metrics, extra[0]).map if extra else None
         rows.append(Measurement(str(path), box.map50, box.map, box.mp, box.mr, int(params), 2 * macs / 1e9, ms,
-                                model.task, task_map))
+                                name, model.task, task_map))
     return rows
 
 
 def format_comparison(rows: list[Measurement], imgsz: int) -> str:
     """Markdown table; the first row is the reference for the relative columns. Box metrics first; the task's own
-    mAP50-95 (:data:`TASK_METRICS`) follows the box recall for segmentation and pose."""
+    mAP50-95 (:data:`TASK_METRICS`) follows the box recall for segmentation and pose. Speed-up is the first row's
+    latency over this row's; efficiency is the speed-up over the MACs ratio (1.0: time fell as much as compute)."""
     ref = rows[0]
     extra = TASK_METRICS.get(ref.task)
+    backend = ref.backend.split(" (")[0] or "latency"
     lines = [
         f"| checkpoint | mAP50 | mAP50-95 | P | R | {extra[1] + ' | ' if extra else ''}params | GFLOPs@{imgsz} | "
-        f"CPU ms ({LATENCY_THREADS} thr) | params vs first | ms vs first |",
-        "|---|" + "---:|" * (9 + bool(extra)),
+        f"{backend} ms | params vs first | speed-up | efficiency |",
+        "|---|" + "---:|" * (10 + bool(extra)),
     ]
     for r in rows:
         task_cell = f"{r.task_map50_95:.3f} | " if extra else ""
+        speedup = ref.latency_ms / r.latency_ms
         lines.append(
             f"| {r.name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.precision:.3f} | {r.recall:.3f} | {task_cell}"
-            f"{r.params:,} | {r.gflops:.2f} | {r.latency_ms:.1f} | {r.params / ref.params:.2f}x | {r.latency_ms / ref.latency_ms:.2f}x |"
+            f"{r.params:,} | {r.gflops:.2f} | {r.latency_ms:.1f} | {r.params / ref.params:.2f}x | {speedup:.2f}x | "
+            f"{speedup * r.gflops / ref.gflops:.2f} |"
         )
+    if ref.backend:
+        lines.append(f"\nLatency: {ref.backend}, every checkpoint side by side (fused, export mode).")
     return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
-(or yolo-ext prune model=best.pt ratio=0.4).
+"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt
+(or yolo-ext prune model=best.pt).
 
-Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, CPU
-latency before -> after) and <output>.png (channels per layer). The input file is never modified.
+With no ratio or target it removes 45% of the MACs where they cost the least importance, at channel counts the
+runtime runs fast (yolo_ext.prune.defaults); --target-latency 0.4 removes 40% of the latency measured on --backend.
+Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, latency on
+the backend before -> after, speed-up, efficiency) and <output>.png (channels per layer). The input is never modified.
 """
 
 from __future__ import annotations
@@ -11,9 +13,22 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
+from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.prune.checkpoint import prune_checkpoint
-from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.prune.defaults import DEFAULT_ROUND_TO, DEFAULT_TARGET, default_allocation
+from yolo_ext.prune.engine import ALLOCATIONS
+
+
+def round_to_option(value: str) -> int | str:
+    """``--round-to``: a positive integer, or ``auto`` (the backend's measured channel multiple)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}") from None
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -22,36 +37,63 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="trained Ultralytics detection, segmentation, pose or OBB checkpoint (.pt)")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
-    p.add_argument("--prune-ratio", "--ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
+    default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
+    p.add_argument("--prune-ratio", "--ratio", type=float,
+                   help=f"fraction of channels removed per layer group (uniform) or overall (global); with no ratio "
+                        f"and no target: {default_target}")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
+    p.add_argument("--target-latency", type=float,
+                   help="instead of a ratio: fraction of the latency measured on --backend to remove (0.5: twice as "
+                        "fast); builds a per-layer latency table once (cached), then measures until within 5%%")
+    p.add_argument("--allocation", choices=ALLOCATIONS,
+                   help="ratio: Torch-Pruning's ranking; cost: keep the most importance per ms / MAC / param removed "
+                        "(default: cost for --target-latency and --target-macs, ratio otherwise)")
+    p.add_argument("--backend", help=f"runtime latency is measured on: {', '.join(BACKENDS)} (default: "
+                                     f"{DEFAULT_BACKEND}, or torch-cpu where ONNX Runtime is not installed)")
+    p.add_argument("--threads", type=int, default=1, help="threads the backend runs on (deployment setting)")
+    p.add_argument("--deploy-batch", type=int, default=1, help="batch size latency is measured at")
     ranking = p.add_mutually_exclusive_group()
     ranking.add_argument("--global", dest="global_pruning", action="store_true", default=None,
                          help="rank channels across all layers (default for lamp and bn)")
     ranking.add_argument("--uniform", dest="global_pruning", action="store_false",
                          help="remove the same fraction from every layer (default for l1, l2, random, taylor)")
     p.add_argument("--max-layer-ratio", type=float, default=0.8, help="no layer loses more than this fraction")
-    p.add_argument("--round-to", type=int, help="keep channel counts multiples of this (e.g. 8)")
+    p.add_argument("--round-to", type=round_to_option, default=DEFAULT_ROUND_TO,
+                   help="keep channel counts multiples of this; auto: the multiple the backend runs fast (measured "
+                        "once, cached); 1: any count")
     p.add_argument("--iterative-steps", type=int, default=1, deprecated=["--steps"],
                    help="reach the ratio in this many pruning steps, without training in between")
     p.add_argument("--protect", nargs="*", default=[], help="module names whose channels stay, e.g. model.9 model.10")
-    p.add_argument("--imgsz", type=int, default=640, help="input size for tracing, validation, GFLOPs and latency")
+    p.add_argument("--imgsz", type=int,
+                   help="deployment input size for GFLOPs and latency (default: the size the checkpoint was trained at)")
     p.add_argument("--data", help="data YAML; required by --prune-type taylor (gradients on a few train batches)")
     p.add_argument("--batches", type=int, default=4, help="batches of --data for taylor")
     p.add_argument("--batch-size", "--batch", type=int, default=8, help="batch size for taylor")
     p.add_argument("--output", help="output .pt (default: <model>-pruned<ratio>.pt beside the input, never reused)")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output (never the input)")
-    p.add_argument("--latency-runs", type=int, default=10,
-                   help="interleaved single-thread CPU runs per model (fused, batch 1) for the report (0: skip)")
+    p.add_argument("--latency-runs", type=int, default=20,
+                   help="interleaved runs per model on --backend for the report (0: skip)")
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    config = PruneConfig(
-        ratio=args.prune_ratio, criterion=args.prune_type, global_pruning=args.global_pruning,
-        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to, iterative_steps=args.iterative_steps, imgsz=args.imgsz,
-        protect=args.protect, target_params=args.target_params, target_macs=args.target_macs,
+def config_from_args(args: argparse.Namespace) -> PruneConfig:
+    """The PruneConfig the options ask for; no ratio and no target is the default cut (:mod:`.defaults`)."""
+    targets = {k: getattr(args, k) for k in ("target_params", "target_macs", "target_latency")}
+    if args.prune_ratio is None and all(v is None for v in targets.values()):
+        targets.update(DEFAULT_TARGET)
+    allocation = args.allocation or default_allocation(**targets)
+    return PruneConfig(
+        ratio=0.4 if args.prune_ratio is None else args.prune_ratio, criterion=args.prune_type,
+        global_pruning=args.global_pruning, max_layer_ratio=args.max_layer_ratio,
+        round_to=None if args.round_to == 1 else args.round_to, iterative_steps=args.iterative_steps,
+        imgsz=args.imgsz, protect=args.protect, allocation=allocation, backend=args.backend, threads=args.threads,
+        batch=args.deploy_batch, **targets,
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     try:
         config.check()
         gradient_fn = None
@@ -60,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
                 raise PruningError("--prune-type taylor needs --data <data.yaml> (it uses gradients on real images).")
             from yolo_ext.prune.gradients import loss_gradients
 
-            gradient_fn = loss_gradients(args.data, args.imgsz, args.batches, args.batch_size)
+            gradient_fn = loss_gradients(args.data, args.imgsz or 640, args.batches, args.batch_size)
         report = prune_checkpoint(args.model_path, config, args.output, args.overwrite, args.latency_runs, gradient_fn)
     except (PruningError, CheckpointError, PrunedModelError) as e:
         print(f"prune: error: {e}", file=sys.stderr)

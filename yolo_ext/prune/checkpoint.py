@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -23,10 +23,12 @@ from ultralytics.utils.patches import torch_load
 
 import yolo_ext
 from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
+from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND, LatencyError, measure_latency
+from yolo_ext.prune.budget import resolve_backend
 from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.heads import check_supported_model
-from yolo_ext.prune.report import LATENCY_THREADS, Row, format_table, fused_copy, interleaved_latency_ms, plot_channels
+from yolo_ext.prune.report import Row, format_table, latency_lines, plot_channels
 
 
 def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
@@ -88,9 +90,12 @@ def written_files(output: Path) -> list[Path]:
 
 
 def output_candidates(source: Path, config: PruneConfig) -> Iterator[Path]:
-    """``best.pt`` -> ``best-pruned40.pt``, ``best-pruned40-2.pt``, ... (``-params50`` / ``-macs50`` for targets)."""
-    if config.target_params is not None or config.target_macs is not None:
-        metric, value = ("params", config.target_params) if config.target_params is not None else ("macs", config.target_macs)
+    """``best.pt`` -> ``best-pruned40.pt``, ``best-pruned40-2.pt``, ... (``-params50`` / ``-macs45`` /
+    ``-latency40`` for targets)."""
+    targets = [(m, getattr(config, f"target_{m}")) for m in ("params", "macs", "latency")]
+    targets = [(m, v) for m, v in targets if v is not None]
+    if targets:
+        metric, value = targets[0]
         stem = f"{source.stem}-{metric}{round(100 * value)}"
     else:
         stem = f"{source.stem}-pruned{round(100 * config.ratio)}"
@@ -235,7 +240,7 @@ def check_removed(requested: PruneConfig, result: PruneResult) -> list[str]:
     params = 1 - result.params_after / result.params_before
     summary = (f"removed {removed:.1%} of the prunable conv channels ({before:,} -> {after:,}), {params:.1%} of the "
                f"params, {1 - result.macs_after / result.macs_before:.1%} of the MACs")
-    targeted = requested.target_params is not None or requested.target_macs is not None
+    targeted = any(getattr(requested, f"target_{m}") is not None for m in ("params", "macs", "latency"))
     if result.params_after >= result.params_before and (targeted or requested.ratio > 0):
         asked = "the target" if targeted else f"ratio {requested.ratio:g}"
         limits = [f"max_layer_ratio {requested.max_layer_ratio:g}"]
@@ -253,50 +258,87 @@ def check_removed(requested: PruneConfig, result: PruneResult) -> list[str]:
     return []
 
 
+def checkpoint_imgsz(ckpt: dict, default: int = 640) -> int:
+    """The input size the checkpoint was trained at (its train args), else ``default``."""
+    size = (ckpt.get("train_args") or {}).get("imgsz")
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 32 and size % 32 == 0 else default
+
+
 def prune_checkpoint(
     source: str | Path,
     config: PruneConfig,
     output: str | Path | None = None,
     overwrite: bool = False,
-    latency_runs: int = 10,
+    latency_runs: int = 20,
     gradient_fn: Callable[[nn.Module], None] | None = None,
 ) -> PruneReport:
     """Load ``source``, prune it with ``config``, write ``output`` plus ``<output>.txt`` report and ``<output>.png``.
 
     With no ``output``, the first free ``<source>-pruned<ratio>.pt`` beside the input is used; a run that finds its
     name taken at the end (a concurrent run) takes the next free one. Nothing is written when the request removes no
-    channel (unless the ratio is 0) or when any check fails.
+    channel (unless the ratio is 0) or when any check fails. ``config.imgsz`` None is the size the checkpoint was
+    trained at. With ``latency_runs`` the original and the pruned network are timed side by side on
+    ``config.backend`` for the report.
     """
     config.check()
     source = Path(source)
     candidates = None if output else output_candidates(source, config)
     output = Path(output) if output else default_output(source, config)
     check_output(source, output, overwrite)  # before any work
+    backend = resolve_backend(config.backend) if latency_runs > 0 or config.target_latency is not None else None
     ckpt, model = load_prunable_checkpoint(source)
+    if config.imgsz is None:
+        config = replace(config, imgsz=checkpoint_imgsz(ckpt))
     original = copy.deepcopy(model)
     result = prune_model(model, config, gradient_fn=gradient_fn)
     notes = check_removed(config, result)
+    if backend is not None and config.backend is None and backend.name != DEFAULT_BACKEND:
+        notes.append(f"{DEFAULT_BACKEND} is not available here ({BACKENDS[DEFAULT_BACKEND].unavailable()}): latency "
+                     f"was measured with {backend.name}. {BACKENDS[DEFAULT_BACKEND].install}")
     output = save_pruned(ckpt, result, source, output, overwrite, candidates)
     channels = prunable_channels(result)
+    size = result.config.size
     rows = [
         Row("params", result.params_before, result.params_after),
         Row("conv channels", *channels),
-        Row(f"GFLOPs@{config.size[0]}", 2 * result.macs_before / 1e9, 2 * result.macs_after / 1e9, "{:.2f}"),
+        Row(f"GFLOPs@{size[0]}", 2 * result.macs_before / 1e9, 2 * result.macs_after / 1e9, "{:.2f}"),
     ]
+    extra: list[str] = []
     if latency_runs > 0:
-        models = [fused_copy(original), fused_copy(result.model)]
-        before_ms, after_ms = interleaved_latency_ms(models, config.size, runs=latency_runs)
-        rows.append(Row(f"CPU ms ({LATENCY_THREADS} thr)", before_ms, after_ms, "{:.1f}"))
+        try:
+            latency = measure_latency([original, result.model], backend, result.config.deployment, runs=latency_runs)
+        except LatencyError as e:
+            raise PruningError(str(e)) from None
+        rows.append(Row(f"{backend.name} ms", latency.ms[0], latency.ms[1], "{:.1f}"))
+        extra = latency_lines(latency, result.macs_before / result.macs_after, result.config, result.latency)
     done = result.config  # the ratio a params/MACs target resolved to
     task = check_supported_model(result.model).task
-    title = f"{source.name} -> {output.name} ({task}): {done.criterion}, ratio {done.ratio:.3g}" + (
-        ", global" if done.is_global else ""
-    )
-    table = format_table(rows, title) + "".join(f"\nNote: {n}" for n in notes)
+    title = f"{source.name} -> {output.name} ({task}): {describe(done)}"
+    table = format_table(rows, title) + "".join(f"\n{line}" for line in extra) + "".join(f"\nNote: {n}" for n in notes)
     text = output.with_suffix(".txt")
     with writing(text, overwrite) as tmp:
         tmp.write_text(table + "\n")
     plot = output.with_suffix(".png")
     with writing(plot, overwrite) as tmp:
-        plot_channels(result.channels_before, result.channels_after, tmp, title)
+        plot_channels(result.channels_before, result.channels_after, tmp, title, summary=[*rows_summary(rows), *extra])
     return PruneReport(output, text, plot, table, result, notes)
+
+
+def describe(config: PruneConfig) -> str:
+    """How a pruning was done, for titles: criterion, and the ratio or the cost-aware target."""
+    target = [(m, getattr(config, f"target_{m}")) for m in ("latency", "macs", "params")]
+    target = [(m, v) for m, v in target if v is not None]
+    if config.allocation == "cost" and target:
+        metric = target[0][0]
+        per = {"latency": "ms", "macs": "MAC", "params": "parameter"}[metric]
+        how = f"-{target[0][1]:.0%} {'MACs' if metric == 'macs' else metric}, most importance kept per {per}"
+    else:
+        how = f"ratio {config.ratio:.3g}" + (", global" if config.is_global else "")
+    multiple = f", channels x{config.round_to}" if isinstance(config.round_to, int) and config.round_to > 1 else ""
+    return f"{config.criterion}, {how}{multiple}"
+
+
+def rows_summary(rows: list[Row]) -> list[str]:
+    return [f"{r.name}: {r.fmt.format(r.before)} -> {r.fmt.format(r.after)} (-{r.change:.1f}%)" for r in rows]

@@ -47,7 +47,8 @@ class PruneConfig:
         max_layer_ratio: no layer loses more than this fraction (keeps global pruning from emptying a layer).
         round_to: keep channel counts multiples of this (hardware-friendly widths), or None.
         iterative_steps: reach ``ratio`` in this many equal steps (importance re-estimated after each).
-        imgsz: (h, w) or one int; the input size MACs are counted at (the graph is traced on a small input).
+        imgsz: (h, w) or one int; the input size MACs and latency are counted at (the graph is traced on a small
+            input); None: 640 (``prune_checkpoint``: the size the checkpoint was trained at).
         protect: module names (``model.22``, ``model.9.m.0``) whose channels must not change.
         target_params / target_macs: instead of ``ratio``, the fraction of parameters / MACs to remove; the ratio
             is searched on copies of the model until the reduction is within ``target_tolerance`` (or, with
@@ -69,7 +70,7 @@ class PruneConfig:
     max_layer_ratio: float = 0.8
     round_to: int | None = None
     iterative_steps: int = 1
-    imgsz: int | tuple[int, int] = 640
+    imgsz: int | tuple[int, int] | None = 640
     protect: list[str] = field(default_factory=list)
     target_params: float | None = None
     target_macs: float | None = None
@@ -107,7 +108,7 @@ class PruneConfig:
             raise PruningError(f"round_to must be a positive integer such as 16, or 'auto', got {self.round_to!r}.")
         if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
             raise PruningError(f"iterative_steps must be an integer >= 1, got {self.iterative_steps!r}.")
-        size = image_size(self.imgsz)
+        size = self.size
         if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
             raise PruningError(f"imgsz must be a multiple of 32 (the largest stride), e.g. 640 or 320, got {self.imgsz!r}.")
         make_importance(self.criterion)
@@ -131,7 +132,7 @@ class PruneConfig:
     @property
     def size(self) -> tuple[int, int]:
         """``imgsz`` as (h, w)."""
-        return image_size(self.imgsz)
+        return image_size(640 if self.imgsz is None else self.imgsz)
 
 
 def image_size(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, ...]:

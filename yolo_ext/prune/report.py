@@ -1,15 +1,10 @@
-"""Before/after numbers of a pruning: params, GFLOPs, CPU latency (interleaved runs, median) and a channel plot."""
+"""Before/after numbers of a pruning: params, GFLOPs, latency on the deployment backend (speed-up, efficiency) and a
+channel plot."""
 
 from __future__ import annotations
 
-import copy
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
 
 
 @dataclass
@@ -27,41 +22,24 @@ class Row:
         return 100.0 * (1 - self.after / self.before) if self.before else 0.0
 
 
-def fused_copy(model: nn.Module) -> nn.Module:
-    """An FP32 copy with BN folded, as deployed: latency is measured on what users would run."""
-    model = copy.deepcopy(model).float().eval()
-    return model.fuse(verbose=False) if hasattr(model, "fuse") else model
-
-
-LATENCY_THREADS = 1
-
-
-@torch.no_grad()
-def interleaved_latency_ms(
-    models: list[nn.Module], size: tuple[int, int], runs: int = 10, warmup: int = 2, threads: int = LATENCY_THREADS
-) -> list[float]:
-    """Median CPU latency (batch 1) of each model, runs alternating between models so machine noise hits all alike.
-
-    Timed on ``threads`` torch threads (default one): with more, any other busy process on the machine stalls the
-    OpenMP barriers and makes the numbers meaningless, while single-thread latency is stable and comparable.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = torch.rand(1, 3, *size)
-        for m in models:
-            m.eval()
-            for _ in range(warmup):
-                m(x)
-        times: list[list[float]] = [[] for _ in models]
-        for _ in range(runs):
-            for i, m in enumerate(models):
-                t = time.perf_counter()
-                m(x)
-                times[i].append(1000 * (time.perf_counter() - t))
-    finally:
-        torch.set_num_threads(previous)
-    return [statistics.median(t) for t in times]
+def latency_lines(latency, macs_ratio: float, config, search: dict | None = None) -> list[str]:
+    """What the side-by-side timing says: backend and deployment, ms before -> after, speed-up, efficiency (speed-up
+    / MACs ratio), and for a latency target how far the pruned network landed from it."""
+    speedup = latency.speedup()
+    lines = [
+        f"Latency on {latency.label()}: {latency.ms[0]:.1f} -> {latency.ms[1]:.1f} ms, {speedup:.2f}x faster at "
+        f"{macs_ratio:.2f}x fewer MACs: efficiency {speedup / macs_ratio:.2f}",
+    ]
+    if config.target_latency is not None:
+        goal = 1 - config.target_latency
+        landed = latency.ms[1] / latency.ms[0] / goal - 1
+        lines.append(
+            f"Target: -{config.target_latency:.0%} latency ({goal:.0%} of the original); measured here {landed:+.1%} "
+            f"off it (the search measured {search['off_target']:+.1%} after {len(search['tries'])} tries, per-layer "
+            f"table {search['table']})" if search else f"Target: -{config.target_latency:.0%} latency; measured here "
+            f"{landed:+.1%} off it"
+        )
+    return lines
 
 
 def format_table(rows: list[Row], title: str) -> str:
@@ -72,7 +50,8 @@ def format_table(rows: list[Row], title: str) -> str:
     return "\n".join(lines)
 
 
-def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, title: str) -> Path:
+def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, title: str,
+                  summary: list[str] | None = None) -> Path:
     """Bar plot of output channels per conv layer, before and after (PNG whatever ``path`` ends in; no font download:
     Agg + DejaVu)."""
     # A Figure with its own Agg canvas: no pyplot, so the process's backend and figure registry stay as they were.
@@ -90,6 +69,11 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, tit
     ax.set_title(title)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.legend()
-    fig.tight_layout()
+    if summary:  # the report's numbers under the bars: params, GFLOPs, latency, speed-up, efficiency
+        fig.text(0.01, 0.01, "\n".join(summary), fontsize=8, family="monospace", va="bottom")
+        fig.set_figheight(4 + 0.16 * len(summary))
+        fig.tight_layout(rect=(0, 0.04 * len(summary) * 4 / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")  # explicit: the path may be a temporary name
     return path
