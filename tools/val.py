@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
+from yolo_ext import checks
 from yolo_ext.evaluate import check_comparison_inputs, compare_checkpoints, format_comparison
 from yolo_ext.prune import CheckpointError
 from yolo_ext.cli_options import ArgumentParser
@@ -24,6 +25,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=10,
                    help="interleaved single-thread CPU runs per model (fused, batch 1; 0: skip)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--project", help="folder for each checkpoint's validation plots (project/<checkpoint name>); "
+                                     "default: none, nothing is written")
     return p
 
 
@@ -33,11 +36,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"val: error: checkpoint(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
+        checks.check_imgsz(args.imgsz)
+        checks.check_positive_int(args.batch, "--batch")
+        if args.latency_runs < 0:
+            raise checks.InputError(f"--latency-runs must be >= 0 (0: skip timing), got {args.latency_runs}.")
+        checks.check_device(args.device)
+        if args.project:
+            checks.check_folder(args.project, "--project")
         check_comparison_inputs(args.checkpoints, args.data)
-    except CheckpointError as e:
+    except (CheckpointError, checks.InputError) as e:
         print(f"val: error: {e}", file=sys.stderr)
         return 2
-    rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs, args.device)
+    rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs, args.device,
+                               args.project)
     print(format_comparison(rows, args.imgsz))
     return 0
 

@@ -7,6 +7,7 @@ they are validated on one data set.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,25 @@ def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
 
 def compare_checkpoints(
     paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 10,
-    device: str = "cpu",
+    device: str = "cpu", project: str | Path | None = None,
 ) -> list[Measurement]:
-    """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``)."""
+    """Validate every checkpoint on ``data`` and time them interleaved on CPU (batch 1, ``imgsz``).
+
+    Ultralytics' validator makes a run folder (under its global ``runs/`` for a relative or missing ``project``) even
+    with nothing to put in it. Here validation writes into a temporary folder that is removed, unless ``project`` is
+    given: then each checkpoint's plots (confusion matrix, PR curves) go to ``project/<checkpoint name>``, relative
+    to the current folder.
+    """
+    if project is None:
+        with tempfile.TemporaryDirectory(prefix="yolo_ext-val-") as scratch:
+            return _compare(paths, data, imgsz, batch, latency_runs, device, Path(scratch), plots=False)
+    return _compare(paths, data, imgsz, batch, latency_runs, device, Path(project).resolve(), plots=True)
+
+
+def _compare(
+    paths: list[str | Path], data: str | Path, imgsz: int, batch: int, latency_runs: int, device: str, project: Path,
+    plots: bool,
+) -> list[Measurement]:
     models = [YOLO(str(p)) for p in paths]
     nets = [fused_copy(m.model) for m in models]
     size = image_size(imgsz)
@@ -81,8 +98,8 @@ def compare_checkpoints(
         macs, params = tp.utils.count_ops_and_params(net, example)
         # the head decides: Ultralytics guesses "detect" for a network saved without its task (no train args)
         model.task = check_supported_model(model.model).task
-        metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
-                            verbose=False)
+        metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=plots,
+                            verbose=False, project=str(project), name=Path(path).stem)
         box = metrics.box
         extra = TASK_METRICS.get(model.task)
         task_map = getattr(metrics, extra[0]).map if extra else None

@@ -12,8 +12,14 @@ import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.grad_checkpoint import checkpointing_enabled
 from yolo_ext.prune.checkpoint import prune_checkpoint
+from yolo_ext.prune.importance import NEEDS_GRADIENTS
 from yolo_ext.cli_options import ArgumentParser
+
+
+#: --prune-ratio when neither it nor a params/MACs target is given
+DEFAULT_RATIO = 0.4
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -22,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="trained Ultralytics detection, segmentation, pose or OBB checkpoint (.pt)")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
-    p.add_argument("--prune-ratio", "--ratio", type=float, default=0.4, help="fraction of channels removed per layer group")
+    p.add_argument("--prune-ratio", "--ratio", type=float, default=None,
+                   help=f"fraction of channels removed per layer group (default {DEFAULT_RATIO}; not with --target-*)")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
     ranking = p.add_mutually_exclusive_group()
@@ -46,13 +53,36 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    config = PruneConfig(
-        ratio=args.prune_ratio, criterion=args.prune_type, global_pruning=args.global_pruning,
-        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to, iterative_steps=args.iterative_steps, imgsz=args.imgsz,
-        protect=args.protect, target_params=args.target_params, target_macs=args.target_macs,
-    )
+def check_option_values(args: argparse.Namespace) -> None:
+    """Option combinations and values the config does not see: an explicit ratio beside a target (which one would
+    win?), --data for a criterion that reads no data, taylor's batch counts, the checkpointing switch."""
+    target = next((f"--target-{k}" for k in ("params", "macs") if getattr(args, f"target_{k}") is not None), None)
+    if target and args.prune_ratio is not None:
+        raise PruningError(f"--prune-ratio {args.prune_ratio:g} and {target} both say how much to remove: give one "
+                           f"({target} searches the ratio that reaches it).")
+    if args.data and args.prune_type not in NEEDS_GRADIENTS:
+        raise PruningError(f"--data is read only by --prune-type taylor (gradients on real images); "
+                           f"{args.prune_type} ranks channels by their weights alone. Drop --data, or add "
+                           "--prune-type taylor.")
+    for option in ("batches", "batch_size"):
+        value = getattr(args, option)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PruningError(f"--{option.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
     try:
+        checkpointing_enabled()
+    except ValueError as e:
+        raise PruningError(str(e)) from None
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        check_option_values(args)
+        config = PruneConfig(
+            ratio=DEFAULT_RATIO if args.prune_ratio is None else args.prune_ratio, criterion=args.prune_type,
+            global_pruning=args.global_pruning, max_layer_ratio=args.max_layer_ratio, round_to=args.round_to,
+            iterative_steps=args.iterative_steps, imgsz=args.imgsz, protect=args.protect,
+            target_params=args.target_params, target_macs=args.target_macs,
+        )
         config.check()
         gradient_fn = None
         if args.prune_type == "taylor":
