@@ -49,7 +49,7 @@ def run_demo(
     config = PruneConfig(ratio=ratio, criterion=DEFAULT_CRITERION, imgsz=imgsz)
     report = prune_checkpoint(trained, config, out / "pruned.pt", latency_runs=latency_runs)
     print(report.table, f"\npruned in {time.perf_counter() - t:.1f} s: {report.output}")
-    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe, distilling from it)")
+    t = _step(3, f"Fine-tune the pruned model for {finetune_epochs} epochs (its base's recipe)")
     tuned = finetune(report.output, data, epochs=finetune_epochs, project=str(out), name="finetune",
                      **{k: v for k, v in common.items() if k != "data"})
     print(f"fine-tuned in {time.perf_counter() - t:.0f} s: {tuned.trainer.best}")

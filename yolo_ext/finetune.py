@@ -322,19 +322,19 @@ def check_train_args(train_args: dict[str, Any]) -> None:
         if train_args.get("epochs") is not None:
             checks.check_positive_int(train_args["epochs"], "epochs")
         if train_args.get("batch") is not None and train_args["batch"] != -1:  # -1: Ultralytics' AutoBatch
-            checks.check_positive_int(train_args["batch"], "batch")
+            checks.check_positive_int(train_args["batch"], "--batch-size")
         if train_args.get("imgsz") is not None:
-            checks.check_imgsz(train_args["imgsz"], "imgsz")
+            checks.check_imgsz(train_args["imgsz"], "--imgsz")
         if train_args.get("lr0") is not None:
-            checks.check_lr(train_args["lr0"], "lr0")
+            checks.check_lr(train_args["lr0"], "--lr0")
         if train_args.get("optimizer") is not None:
-            checks.check_optimizer(train_args["optimizer"], "optimizer")
+            checks.check_optimizer(train_args["optimizer"], "--optimizer")
         warmup = train_args.get("warmup_epochs")
         if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0):
             raise checks.InputError(f"warmup_epochs must be a number >= 0, got {warmup!r}.")
-        checks.check_device(train_args.get("device"), "device")
+        checks.check_device(train_args.get("device"), "--device")
         if train_args.get("project"):
-            checks.check_folder(train_args["project"], "project")
+            checks.check_folder(train_args["project"], "--project")
         checkpointing_enabled()
     except (checks.InputError, ValueError) as e:
         raise FinetuneError(str(e)) from None
