@@ -100,8 +100,9 @@ def _check_words(words: list[str]) -> None:
     for word in words:
         bare = word[2:] if word.startswith("--") else word  # Ultralytics drops leading dashes and a trailing comma
         bare = bare[:-1] if bare.endswith(",") else bare
-        if bare in {*UL_MODES, *TASKS, *MODES, *DEFAULT_CFG_DICT, "half", "int8", "end2end", "nms"} \
-                or bare.lower() in _SPECIAL or word.lower() in _SPECIAL:
+        if bare.lower() in _SPECIAL or word.lower() in _SPECIAL:
+            return  # Ultralytics runs it and reads the words after it itself (settings reset, solutions inference)
+        if bare in {*UL_MODES, *TASKS, *MODES, *DEFAULT_CFG_DICT, "half", "int8", "end2end", "nms"}:
             continue
         close = difflib.get_close_matches(bare.lower(), [*MODES, *UL_MODES, *TASKS], n=1, cutoff=0.6)
         maybe = f" Did you mean {close[0]}?" if close else ""

@@ -321,8 +321,10 @@ def check_train_args(train_args: dict[str, Any]) -> None:
     try:
         if train_args.get("epochs") is not None:
             checks.check_positive_int(train_args["epochs"], "epochs")
-        if train_args.get("batch") is not None and train_args["batch"] != -1:  # -1: Ultralytics' AutoBatch
-            checks.check_positive_int(train_args["batch"], "--batch-size")
+        batch = train_args.get("batch")
+        autobatch = batch == -1 or (isinstance(batch, float) and 0 < batch < 1)  # Ultralytics' AutoBatch forms
+        if batch is not None and not autobatch:
+            checks.check_positive_int(batch, "--batch-size")
         if train_args.get("imgsz") is not None:
             checks.check_imgsz(train_args["imgsz"], "--imgsz")
         if train_args.get("lr0") is not None:

@@ -75,14 +75,14 @@ def check_option_values(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    config = PruneConfig(
+        ratio=DEFAULT_RATIO if args.prune_ratio is None else args.prune_ratio, criterion=args.prune_type,
+        global_pruning=args.global_pruning,
+        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to, iterative_steps=args.iterative_steps, imgsz=args.imgsz,
+        protect=args.protect, target_params=args.target_params, target_macs=args.target_macs,
+    )
     try:
         check_option_values(args)
-        config = PruneConfig(
-            ratio=DEFAULT_RATIO if args.prune_ratio is None else args.prune_ratio, criterion=args.prune_type,
-            global_pruning=args.global_pruning, max_layer_ratio=args.max_layer_ratio, round_to=args.round_to,
-            iterative_steps=args.iterative_steps, imgsz=args.imgsz, protect=args.protect,
-            target_params=args.target_params, target_macs=args.target_macs,
-        )
         config.check()
         gradient_fn = None
         if args.prune_type == "taylor":
