@@ -7,10 +7,12 @@ resuming (the network comes from ``last.pt``) and in DDP workers (Ultralytics pi
 Segmentation, pose and OBB networks train through Ultralytics' own trainer of their task (its data loading, loss
 and metrics) with the same behaviour on top: :data:`PRUNED_TRAINERS`, picked from the checkpoint's head.
 
-Everything that can be checked before training (checkpoint, data, teacher, epochs, device, what ``--resume`` points
-at) is checked first, so a mistake costs no training and leaves no run folder. Checkpoints are written under
-temporary names and moved into place (:mod:`yolo_ext.files`), also for the final strip, which Ultralytics does in
-place; temporary files of killed runs are removed by the next run.
+Everything that can be checked before training (checkpoint, data and its labels, teacher, training options such as
+epochs, image size, learning rate, optimizer, device and output folder, what ``--resume`` points at) is checked first
+(:mod:`yolo_ext.checks`, :mod:`yolo_ext.labels`), so a mistake costs no training and leaves no run folder. A copy of
+a ``last.pt`` resumes into a folder of its own (:func:`resume_folder`). Checkpoints are written under temporary names
+and moved into place (:mod:`yolo_ext.files`), also for the final strip, which Ultralytics does in place, and its log
+lines name the final files; temporary files of killed runs are removed by the next run.
 """
 
 from __future__ import annotations
