@@ -200,15 +200,27 @@ def test_train_tool_val_mode_and_errors(pruned, tiny_bccd, tmp_path):
     assert unknown.returncode == 2 and "Shipped models" in unknown.stderr
 
 
-def test_default_distils_from_the_network_it_was_pruned_from(pruned, tiny_bccd, tmp_path, monkeypatch):
+def test_auto_distils_from_the_network_it_was_pruned_from_and_the_default_does_not(pruned, tiny_bccd, tmp_path,
+                                                                                     monkeypatch):
+    """Issue 17 item 4: one meaning everywhere. teacher=None (Python) == --teacher none == the default: no teacher;
+    'auto' opts in; a path distils from that file."""
+    from yolo_ext.cli_options import parse_key_values
     from yolo_ext.commands.finetune import get_args_parser
 
     calls = []
     monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append(kw))  # the arguments, not a training
+    base = pruned.with_name("base.pt")
     finetune(pruned, tiny_bccd, epochs=1, project=str(tmp_path), **TRAIN)
     finetune(pruned, tiny_bccd, teacher=None, epochs=1, project=str(tmp_path), **TRAIN)
-    assert pathlib.Path(calls[0]["distill_model"]).resolve() == pruned.with_name("base.pt").resolve()
-    assert "distill_model" not in calls[1]
+    finetune(pruned, tiny_bccd, teacher="auto", epochs=1, project=str(tmp_path), **TRAIN)
+    finetune(pruned, tiny_bccd, teacher=str(base), epochs=1, project=str(tmp_path), **TRAIN)
+    assert "distill_model" not in calls[0] and "distill_model" not in calls[1]
+    assert pathlib.Path(calls[2]["distill_model"]).resolve() == base.resolve()
+    assert calls[3]["distill_model"] == str(base)
     parser = get_args_parser()
-    assert parser.parse_args(["--model-path", "p.pt", "--data", "d.yaml"]).teacher == "auto"
-    assert parser.parse_args(["--model-path", "p.pt", "--data", "d.yaml", "--teacher", "None"]).teacher is None
+    common = ["--model-path", "p.pt", "--data", "d.yaml"]
+    assert parser.parse_args(common).teacher is None
+    assert parser.parse_args([*common, "--teacher", "None"]).teacher is None
+    assert parser.parse_args([*common, "--teacher", "AUTO"]).teacher == "auto"
+    assert parse_key_values(parser, ["model=p.pt", "data=d.yaml"]).teacher is None  # yolo-ext finetune
+    assert parse_key_values(parser, ["model=p.pt", "data=d.yaml", "teacher=auto"]).teacher == "auto"

@@ -168,10 +168,10 @@ def test_finetune_keeps_the_pruned_v10_and_trains_with_its_end_to_end_loss(tiny_
     pruned = prune_checkpoint(source, PruneConfig(ratio=0.4, imgsz=64), tmp_path / "pruned.pt", latency_runs=0).output
     widths = lambda m: {n: c.out_channels for n, c in m.named_modules() if isinstance(c, nn.Conv2d)}  # noqa: E731
     reference = widths(torch.load(pruned, weights_only=False)["model"])
-    yolo = finetune(pruned, tiny_bccd, epochs=1, imgsz=64, batch=4, workers=0, device="cpu", plots=False,
-                    project=str(tmp_path / "runs"), name="ft", exist_ok=True)
+    yolo = finetune(pruned, tiny_bccd, teacher="auto", epochs=1, imgsz=64, batch=4, workers=0, device="cpu",
+                    plots=False, project=str(tmp_path / "runs"), name="ft", exist_ok=True)
     trained = unwrap_model(yolo.trainer.model)
-    assert isinstance(trained, PrunedDistillationModel)  # the default distils from the network it was pruned from
+    assert isinstance(trained, PrunedDistillationModel)  # 'auto' distils from the network it was pruned from
     trained = trained.student_model
     assert isinstance(trained.criterion, E2ELoss)  # one-to-many and one-to-one branches both trained
     assert all(torch.isfinite(v) and v > 0 for v in yolo.trainer.tloss.values())  # box, cls, dfl of the last epoch

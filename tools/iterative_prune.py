@@ -13,6 +13,7 @@ from yolo_ext.finetune import DEFAULT_TEACHER, FinetuneError, teacher_option
 from yolo_ext.iterative import iterative_prune
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.commands.prune import DEFAULT_RATIO
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-path", required=True, help="trained Ultralytics detection checkpoint")
     p.add_argument("--data", required=True, help="data YAML it was trained on")
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(set(CRITERIA) - {"taylor"}))
-    p.add_argument("--prune-ratio", type=float, default=0.4, help="total fraction of channels removed")
+    p.add_argument("--prune-ratio", type=float, default=None,
+                   help=f"total fraction of channels removed (default {DEFAULT_RATIO}; not with --target-*)")
     p.add_argument("--target-params", type=float, help="instead of a ratio: total fraction of parameters removed")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: total fraction of MACs removed")
     p.add_argument("--rounds", type=int, default=3, deprecated=["--steps"], help="prune + fine-tune rounds")
@@ -32,17 +34,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--teacher", default=DEFAULT_TEACHER, type=teacher_option,
                    help="distil each round from this checkpoint; 'auto': the unpruned network, when it is there "
-                        "(detection only); 'none': no distillation")
+                        "(detection only); default: none (no teacher)")
     p.add_argument("--out", default="runs/iterative", help="folder for every round's checkpoints")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    config = PruneConfig(ratio=args.prune_ratio, criterion=args.prune_type, imgsz=getattr(args, "imgsz", 640),
-                         target_params=args.target_params, target_macs=args.target_macs)
     given = {train: getattr(args, opt) for opt, train in (("batch_size", "batch"), ("imgsz", "imgsz"), ("lr0", "lr0"))
              if hasattr(args, opt)}  # the rest of each round's recipe is the base network's
     try:
+        target = next((f"--target-{k}" for k in ("params", "macs") if getattr(args, f"target_{k}") is not None), None)
+        if target and args.prune_ratio is not None:
+            raise PruningError(f"--prune-ratio {args.prune_ratio:g} and {target} both say how much to remove: give "
+                               f"one ({target} searches the ratio that reaches it).")
+        ratio = DEFAULT_RATIO if args.prune_ratio is None else args.prune_ratio
+        config = PruneConfig(ratio=ratio, criterion=args.prune_type, imgsz=getattr(args, "imgsz", 640),
+                             target_params=args.target_params, target_macs=args.target_macs)
         results = iterative_prune(args.model_path, args.data, config, args.rounds, args.out, epochs=args.epochs,
                                   device=args.device, teacher=args.teacher, **given)
     except (PruningError, CheckpointError, PrunedModelError, FinetuneError) as e:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from ultralytics import YOLO
 
 import yolo_ext
+from yolo_ext import checks
 from yolo_ext.finetune import sparse_trainer
 from yolo_ext.cli_options import ArgumentParser
 
@@ -29,7 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--project", default="runs/train")
+    p.add_argument("--project", default="runs/train", help="run folders go to project/name, relative to the current "
+                   "folder (Ultralytics would put a relative one under its global runs/ folder)")
     p.add_argument("--name", default="exp")
     p.add_argument("--bn-l1", type=float, help="sparse training for network slimming: L1 penalty on BN scales "
                    "(e.g. 1e-4); prune afterwards with tools/prune.py --prune-type bn")
@@ -42,10 +45,18 @@ def main(args: argparse.Namespace) -> int:
         return 2
     common = dict(data=args.data_path, imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers)
     try:
+        checks.check_imgsz(args.imgsz)
+        checks.check_positive_int(args.batch, "--batch")
+        checks.check_positive_int(args.epoch, "--epoch")
+        checks.check_device(args.device)
+        if args.mode != "val":
+            checks.check_folder(args.project, "--project")
+        yolo_ext.checkpointing_enabled()
         if args.mode == "val":
             if not args.model_path or not Path(args.model_path).is_file():
                 raise ValueError(f"val needs an existing --model-path, got {args.model_path!r}.")
-            box = YOLO(args.model_path).val(**common, plots=False).box
+            with tempfile.TemporaryDirectory(prefix="yolo_ext-val-") as scratch:  # Ultralytics' empty run folder
+                box = YOLO(args.model_path).val(**common, plots=False, project=scratch).box
             print(f"mAP50 {box.map50:.4f}  mAP50-95 {box.map:.4f}  P {box.mp:.4f}  R {box.mr:.4f}")
             return 0
         if not args.yaml_path:
@@ -55,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
         if args.model_path:
             model.load(args.model_path)
         extra = {"trainer": sparse_trainer(args.bn_l1, keep_given_model=False)} if args.bn_l1 else {}
-        model.train(**common, epochs=args.epoch, project=args.project, name=args.name, **extra)
+        model.train(**common, epochs=args.epoch, project=str(Path(args.project).resolve()),
+                    name=args.name, **extra)
     except (ValueError, FileNotFoundError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
+from yolo_ext import checks
 from yolo_ext.evaluate import check_comparison_inputs, compare_checkpoints, format_comparison
 from yolo_ext.prune import CheckpointError, PruningError
 from yolo_ext.prune.budget import resolve_backend
@@ -29,6 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      "Runtime is not installed)")
     p.add_argument("--threads", type=int, default=1, help="threads the backend runs on")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--project", help="folder for each checkpoint's validation plots (project/<checkpoint name>); "
+                                     "default: none, nothing is written")
     return p
 
 
@@ -38,12 +41,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"val: error: checkpoint(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
+        checks.check_imgsz(args.imgsz)
+        checks.check_positive_int(args.batch, "--batch")
+        if args.latency_runs < 0:
+            raise checks.InputError(f"--latency-runs must be >= 0 (0: skip timing), got {args.latency_runs}.")
+        checks.check_device(args.device)
+        if args.project:
+            checks.check_folder(args.project, "--project")
         check_comparison_inputs(args.checkpoints, args.data)
         if args.latency_runs:
             resolve_backend(args.backend)
+            checks.check_positive_int(args.threads, "--threads")
         rows = compare_checkpoints(args.checkpoints, args.data, args.imgsz, args.batch, args.latency_runs,
-                                   args.device, args.backend, args.threads)
-    except (CheckpointError, PruningError) as e:
+                                   args.device, args.project, args.backend, args.threads)
+    except (CheckpointError, PruningError, checks.InputError) as e:
         print(f"val: error: {e}", file=sys.stderr)
         return 2
     print(format_comparison(rows, args.imgsz))

@@ -25,6 +25,10 @@ _SCALED = re.compile(r"^(yolo(?:v)?\d+)([nslmxb])(.*)$")
 _SCALE_ORDER = "nsmblx"  # smallest to largest, for messages
 
 
+class ScaleLetterNeeded(FileNotFoundError):
+    """An unscaled name of a family that ships one file per scale (``yolov10-coordatt.yaml``); names the files."""
+
+
 def _models_root() -> Path:
     # yolo_ext/cfg is a link to the repository's cfg/, so source checkouts, editable installs and wheels agree.
     return Path(__file__).parent / "cfg" / "models"
@@ -100,7 +104,7 @@ def model_yaml(name: str | Path) -> Path:
     per_scale = [p.name for p in shipped if p.name != unscaled and _unscaled(p.name) == unscaled]
     per_scale.sort(key=lambda n: _SCALE_ORDER.find(_SCALED.match(n)[2]))
     if per_scale:
-        raise FileNotFoundError(
+        raise ScaleLetterNeeded(
             f"Model YAML {str(name)!r}: {unscaled} ships one file per scale, as Ultralytics' YOLOv10 does (its layout "
             f"changes with the scale), so the name needs a scale letter. Pass one of: {', '.join(per_scale)}."
         )

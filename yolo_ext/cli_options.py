@@ -25,7 +25,17 @@ class OptionError(ValueError):
 
 
 class _OneSpelling(argparse.ArgumentDefaultsHelpFormatter):
-    """Help lists each option once, in its hyphen spelling, with its default."""
+    """Help lists each option once, in its hyphen spelling, with its default.
+
+    Switches show none: argparse's default of one switch of a pair is the other's value (``--uniform`` would read
+    "default: True" where the criterion decides), so their help says in words what happens without them. Neither does
+    an option whose help already says its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         hidden = getattr(action, "hidden_spellings", ())
@@ -128,7 +138,8 @@ class ArgumentParser(argparse.ArgumentParser):
         return list(unique.values()) if len(unique) == 1 else tuples
 
 
-TRUE, FALSE, NONE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}, {"none", "null", ""}
+#: Switch values, as Ultralytics' own ``key=value`` parser reads booleans (any case), and values that mean "default".
+TRUE, FALSE, NONE = {"true"}, {"false"}, {"none", "null", ""}
 
 
 def _long(action: argparse.Action) -> list[str]:
@@ -205,6 +216,7 @@ def parse_key_values(
     keys = _keys(parser)
     given: dict[str, str] = {}  # dest -> the key the user wrote
     written: dict[int, str] = {}  # id(action) -> the key the user wrote (two switches can share a dest)
+    given_values: dict[int, str] = {}  # id(action) -> the value written, for the duplicate-key message
     argv: list[str] = []
     for token in tokens:
         if token.strip().lower() in {"help", "-h", "--help"}:
@@ -218,7 +230,15 @@ def parse_key_values(
             close = difflib.get_close_matches(key, list(keys), n=1)
             maybe = f" Did you mean {close[0]}=?" if close else ""
             raise OptionError(f"Unknown key {key!r}.{maybe} Keys: {', '.join(_listing(parser))} (help: describes them).")
+        if id(action) in written:
+            raise OptionError(
+                f"{key}= is given twice ({written[id(action)]}={given_values[id(action)]}, {key}={value}); give it once."
+                if written[id(action)] == key else
+                f"{written[id(action)]}= and {key}= are the same option ({written[id(action)]}="
+                f"{given_values[id(action)]}, {key}={value}); give it once."
+            )
         given[action.dest] = written[id(action)] = key
+        given_values[id(action)] = value
         if _is_switch(action):
             argv += _switch_args(parser, key, action, value)
         elif value.strip().lower() not in NONE:

@@ -59,6 +59,13 @@ def kept_channels(student: DetectionModel, teacher: DetectionModel) -> list[list
             "class scores class by class, which needs the same classes. Fine-tune without a teacher, or pass one "
             "trained on these classes."
         )
+    s_names, t_names = class_names(student), class_names(teacher)
+    if s_names and t_names and s_names != t_names:
+        raise DistillError(
+            f"The teacher predicts the classes {t_names} and the student {s_names} (the data's): distillation "
+            "compares class scores class by class, which needs the same classes. Fine-tune without a teacher, or "
+            "pass one trained on these classes."
+        )
     maps = compose_feature_channels(pruning_history(student), detect_widths(student), detect_widths(teacher))
     if maps is None:
         raise DistillError(
@@ -66,6 +73,16 @@ def kept_channels(student: DetectionModel, teacher: DetectionModel) -> list[list
             "pruning record has those: pass the checkpoint the student was pruned from as the teacher."
         )
     return maps
+
+
+def class_names(model: nn.Module) -> list[str] | None:
+    """The model's class names in index order, compared case-blind; None for Ultralytics' placeholders (0, 1, ...)."""
+    names = getattr(model, "names", None)
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names or all(str(k) == str(v) for k, v in names.items()):
+        return None
+    return [str(names[k]).strip().lower() for k in sorted(names)]
 
 
 def _branches(preds: dict) -> list[dict]:

@@ -11,6 +11,7 @@ they are validated on one data set.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,28 @@ def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
 
 def compare_checkpoints(
     paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 20,
-    device: str = "cpu", backend: str | None = None, threads: int = 1,
+    device: str = "cpu", project: str | Path | None = None, backend: str | None = None, threads: int = 1,
 ) -> list[Measurement]:
     """Validate every checkpoint on ``data`` and time them side by side on ``backend`` (batch 1, ``imgsz``,
-    ``threads``; None: ONNX Runtime CPU, or PyTorch CPU where it is not installed)."""
+    ``threads``; None: ONNX Runtime CPU, or PyTorch CPU where it is not installed).
+
+    Ultralytics' validator makes a run folder (under its global ``runs/`` for a relative or missing ``project``) even
+    with nothing to put in it. Here validation writes into a temporary folder that is removed, unless ``project`` is
+    given: then each checkpoint's plots (confusion matrix, PR curves) go to ``project/<checkpoint name>``, relative
+    to the current folder.
+    """
+    timing = (latency_runs, backend, threads)
+    if project is None:
+        with tempfile.TemporaryDirectory(prefix="yolo_ext-val-") as scratch:
+            return _compare(paths, data, imgsz, batch, timing, device, Path(scratch), plots=False)
+    return _compare(paths, data, imgsz, batch, timing, device, Path(project).resolve(), plots=True)
+
+
+def _compare(
+    paths: list[str | Path], data: str | Path, imgsz: int, batch: int, timing: tuple[int, str | None, int],
+    device: str, project: Path, plots: bool,
+) -> list[Measurement]:
+    latency_runs, backend, threads = timing
     models = [YOLO(str(p)) for p in paths]
     size = image_size(imgsz)
     example = torch.rand(1, 3, *size)
@@ -94,8 +113,8 @@ def compare_checkpoints(
         macs, params = tp.utils.count_ops_and_params(deployed_copy(model.model), example)
         # the head decides: Ultralytics guesses "detect" for a network saved without its task (no train args)
         model.task = check_supported_model(model.model).task
-        metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=False,
-                            verbose=False)
+        metrics = model.val(data=str(data), imgsz=imgsz, batch=batch, device=device, workers=0, plots=plots,
+                            verbose=False, project=str(project), name=Path(path).stem)
         box = metrics.box
         extra = TASK_METRICS.get(model.task)
         task_map = getattr(metrics, extra[0]).map if extra else None

@@ -8,6 +8,8 @@ Ultralytics and matplotlib do, still works on it), so a later run can tell a tem
 
 Publishing without ``overwrite`` uses a hard link, which the OS refuses atomically when the name exists: two runs that
 picked the same default name cannot replace each other's result; the second one learns it and takes the next name.
+Files that belong together (a pruned checkpoint, its report and its plot) are published under :func:`folder_lock`, so
+runs replacing the same names (``--overwrite``) take turns and the set always comes from one run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["is_temp", "publish", "remove_stale_temps", "temp_path", "writing"]
+__all__ = ["folder_lock", "is_temp", "publish", "remove_stale_temps", "temp_path", "writing"]
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folder_lock does not serialise there
+    fcntl = None
 
 _TEMP = re.compile(r"^\.(?P<stem>.+)\.yolo_ext-(?P<pid>\d+)\.tmp(?P<suffix>\.[^.]*)?$")
 
@@ -110,3 +117,39 @@ def writing(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         publish(tmp, final, overwrite)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+LOCK_NAME = ".yolo_ext.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (other processes using it wait) while files that belong together are
+    published. The lock file (``.yolo_ext.lock``) is removed on release; a killed holder's file is reused.
+
+    POSIX advisory lock (``fcntl.flock``); where there is none (Windows), the block runs unlocked.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = Path(folder) / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            now = os.stat(path)
+        except FileNotFoundError:  # the previous holder removed it while we waited: lock the new one
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            break
+        os.close(fd)  # locked a file its holder had already removed; another one is the lock now
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it, so a waiter sees it went and locks a fresh one
+        os.close(fd)

@@ -52,8 +52,9 @@ def iterative_prune(
 ) -> list[Path]:
     """Reach ``config``'s ratio or params/MACs target in ``steps`` prune + fine-tune rounds (gradual pruning);
     returns each round's fine-tuned checkpoint. ``train_args`` go to every round's :func:`finetune`."""
-    if steps < 1:
-        raise PruningError(f"steps must be >= 1, got {steps}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PruningError(f"--rounds (steps) must be a whole number >= 1, got {steps!r}: 3 prunes and fine-tunes "
+                           "three times.")
     config.check()
     check_train_args(train_args)
     _, model = check_finetune_inputs(checkpoint, data, require_pruned=False)

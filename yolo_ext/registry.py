@@ -186,6 +186,12 @@ def _check_names(d: dict) -> None:
                 f"Ultralytics modules: {', '.join(sorted(um.__all__))}; torch modules are written nn.Name. "
                 "Check the spelling, and that `import yolo_ext` ran before the model was built."
             )
+        spec = next((s for s in _yaml_specs() if s.name == name), None)
+        if spec is not None and spec.parse == "c3k2" and not layer[3]:
+            raise ModelYAMLError(
+                f"Model YAML layer {i} ({name}) has no arguments; {name} takes {spec.yaml_args()} as Ultralytics' C3k2 "
+                f"does, at least its output channels, e.g. [-1, 2, {name}, [256, False]]."
+            )
 
 
 def _make_entry(patched: Callable[..., Any]) -> Callable[..., Any]:
@@ -194,7 +200,7 @@ def _make_entry(patched: Callable[..., Any]) -> Callable[..., Any]:
         _check_names(d)
         default_act = Conv.default_act
         try:
-            return patched(d, ch, verbose)
+            layers, save = patched(d, ch, verbose)
         except ModelYAMLError:
             raise
         except Exception as e:
@@ -204,13 +210,45 @@ def _make_entry(patched: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             i, m, args = frame_locals["i"], frame_locals.get("m"), frame_locals.get("args")
             name = getattr(m, "__name__", m)
+            spec = next((s for s in _yaml_specs() if s.cls is m), None)
+            takes = f" Its YAML args are {spec.yaml_args()}." if spec is not None else ""
             raise ModelYAMLError(
-                f"Model YAML layer {i} ({name}, resolved args {args}) could not be built: {type(e).__name__}: {e}"
+                f"Model YAML layer {i} ({name}, resolved args {args}) could not be built: {type(e).__name__}: {e}."
+                f"{takes}"
             ) from e
+        _guard_channels(layers)
+        return layers, save
 
     parse_model.__wrapped__ = patched  # type: ignore[attr-defined]
     parse_model.yolo_ext = True  # type: ignore[attr-defined]
     return parse_model
+
+
+def _keeps_channels(module: torch.nn.Module, inputs: tuple, output: Any) -> None:
+    """Forward hook, run once (the stride pass of the model being built): an attention-kind layer must return as
+    many channels as it gets, or the next layer fails with a bare conv shape error."""
+    module._yolo_ext_channel_guard.remove()
+    del module._yolo_ext_channel_guard
+    x = inputs[0] if inputs else None
+    if not (isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor) and x.ndim == output.ndim == 4):
+        return
+    if output.shape[1] != x.shape[1]:
+        name = getattr(module, "type", type(module).__name__).rsplit(".", 1)[-1]
+        raise ModelYAMLError(
+            f"Model YAML layer {getattr(module, 'i', '?')} ({name}) gets {x.shape[1]} channels and returns "
+            f"{output.shape[1]}: a module registered with parse='attention' (register_module's default) must keep its "
+            "channels, the layers after it are built for its input. Make it return its input channels, or register "
+            "it with parse='c3k2' (built as Name(c1, c2, n, *args), c2 from the YAML)."
+        )
+
+
+def _guard_channels(layers: torch.nn.Module) -> None:
+    """Hook :func:`_keeps_channels` onto every attention-kind layer; it removes itself at the first forward."""
+    attention = tasks.__dict__.get(_kind_set("attention"), frozenset())
+    for layer in layers:
+        inner = layer[0] if isinstance(layer, torch.nn.Sequential) and len(layer) else layer
+        if type(inner) in attention:
+            layer._yolo_ext_channel_guard = layer.register_forward_hook(_keeps_channels)
 
 
 def _make_task_guard(original: Callable[..., Any]) -> Callable[..., Any]:

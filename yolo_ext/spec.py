@@ -136,6 +136,21 @@ class ModuleSpec:
         """Whether the module is pruned as one channel-preserving leaf with its own rule."""
         return self.prune is not None and not isinstance(self.prune, str)
 
+    def yaml_args(self) -> str:
+        """The arguments a model YAML line gives this module, from its constructor: ``[reduction=32]`` for an
+        attention-kind module (its channels come from the layer it follows), ``[c2, c3k=False, e=0.5, ...]`` for a
+        C3k2-kind one (as Ultralytics' C3k2: ``c1`` and the repeats come from the parser)."""
+        if self.parse is None:
+            return "[]"
+        try:
+            params = list(inspect.signature(self.cls.__init__).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return "[...]"
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        rest = [p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                for p in positional[len(_LEADING_ARGS[self.parse]):]]
+        return "[" + ", ".join(["c2", *rest] if self.parse == "c3k2" else rest) + "]"
+
     def make_pruner(self) -> tp.pruner.BasePruningFunc:
         """A fresh Torch-Pruning layer pruner for a leaf (pruners may hold per-run state)."""
         if not self.leaf:

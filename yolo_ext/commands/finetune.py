@@ -4,8 +4,8 @@ tools/finetune.py --model-path best-pruned40.pt --data data.yaml [--epochs 30] [
 yolo-ext finetune model=best-pruned40.pt data=data.yaml [epochs=30] [teacher=none] [resume=last.pt]
 
 With no options it uses the recipe that won in benchmarks/accuracy.py: the base network's own optimizer, schedule,
-image size and batch (from the checkpoint), for 30% of its epochs, distilling from the network it was pruned from
-when that file is still there (head distillation; detection only).
+image size and batch (from the checkpoint), for 30% of its epochs, without a teacher (``--teacher auto`` distils from
+the network it was pruned from; detection only).
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--warmup-epochs", type=float, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--teacher", default=DEFAULT_TEACHER, type=teacher_option,
-                   help="checkpoint to distil from; 'auto': the one the model was pruned from, when it is there "
-                        "(detection only); 'none': no distillation")
+                   help="checkpoint to distil from (a network the model was pruned from); 'auto': the one it was "
+                        "pruned from, when that file is still there (detection only); default: none (no teacher)")
+    plots = p.add_mutually_exclusive_group()
+    plots.add_argument("--plots", dest="plots", action="store_true", default=True,
+                       help="save Ultralytics' plots in the run folder (default)")
+    plots.add_argument("--no-plots", dest="plots", action="store_false",
+                       help="no plots (offline machines: Ultralytics would look for a font online)")
     p.add_argument("--project", default="runs/finetune")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", metavar="LAST_PT", help="continue an interrupted fine-tuning from its last.pt")
@@ -53,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
             chosen = {train: getattr(args, opt) for opt, train in names.items() if hasattr(args, opt)}
             model = finetune(
                 args.model_path, args.data, require_pruned=not args.allow_unpruned, teacher=args.teacher,
-                device=args.device, workers=args.workers, project=args.project, name=args.name,
+                device=args.device, workers=args.workers, project=args.project, name=args.name, plots=args.plots,
                 **chosen,
             )
     except FinetuneError as e:

@@ -16,9 +16,11 @@ import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints 
 from yolo_ext.cli_options import ArgumentParser
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.grad_checkpoint import checkpointing_enabled
 from yolo_ext.prune.checkpoint import prune_checkpoint
 from yolo_ext.prune.defaults import DEFAULT_ROUND_TO, DEFAULT_TARGET, default_allocation
 from yolo_ext.prune.engine import ALLOCATIONS
+from yolo_ext.prune.importance import NEEDS_GRADIENTS
 
 
 def round_to_option(value: str) -> int | str:
@@ -39,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
     default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
     p.add_argument("--prune-ratio", "--ratio", type=float,
-                   help=f"fraction of channels removed per layer group (uniform) or overall (global); with no ratio "
-                        f"and no target: {default_target}")
+                   help=f"fraction of channels removed per layer group (uniform) or overall (global); not with "
+                        f"--target-*; with no ratio and no target: {default_target}")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
     p.add_argument("--target-latency", type=float,
@@ -92,9 +94,32 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     )
 
 
-def main(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+def check_option_values(args: argparse.Namespace) -> None:
+    """Option combinations and values the config does not see: an explicit ratio beside a target (which one would
+    win?), --data for a criterion that reads no data, taylor's batch counts, the checkpointing switch."""
+    target = next((f"--target-{k}" for k in ("params", "macs", "latency") if getattr(args, f"target_{k}") is not None),
+                  None)
+    if target and args.prune_ratio is not None:
+        raise PruningError(f"--prune-ratio {args.prune_ratio:g} and {target} both say how much to remove: give one "
+                           f"({target} finds the pruning that reaches it).")
+    if args.data and args.prune_type not in NEEDS_GRADIENTS:
+        raise PruningError(f"--data is read only by --prune-type taylor (gradients on real images); "
+                           f"{args.prune_type} ranks channels by their weights alone. Drop --data, or add "
+                           "--prune-type taylor.")
+    for option in ("batches", "batch_size", "threads", "deploy_batch"):
+        value = getattr(args, option)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PruningError(f"--{option.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
     try:
+        checkpointing_enabled()
+    except ValueError as e:
+        raise PruningError(str(e)) from None
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        check_option_values(args)
+        config = config_from_args(args)
         config.check()
         gradient_fn = None
         if args.prune_type == "taylor":

@@ -9,6 +9,7 @@ output (its name, folder, writability) is checked before any pruning work.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.patches import torch_load
 
 import yolo_ext
-from yolo_ext.files import publish, remove_stale_temps, temp_path, writing
+from yolo_ext.files import folder_lock, publish, remove_stale_temps, temp_path, writing
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND, LatencyError, measure_latency
 from yolo_ext.prune.budget import resolve_backend
 from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
@@ -68,6 +69,21 @@ def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes")
 
 #: The name from when only detection was pruned; kept so that existing code and scripts go on working.
 load_detection_checkpoint = load_prunable_checkpoint
+
+
+def network_digest(model: nn.Module) -> str:
+    """SHA-256 of a network's tensors (names, shapes and FP32 values of every weight and buffer).
+
+    The pruning record keeps the digest of the network each pruning started from (``source_sha256``), so a teacher
+    can be checked to be that network, wherever its file is now and however it was re-saved.
+    """
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu()
+        t = t.float() if t.is_floating_point() else t
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def pruning_history(model: nn.Module) -> list[dict]:
@@ -160,18 +176,23 @@ def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
 
 def save_pruned(
     ckpt: dict, result: PruneResult, source: Path, output: Path, overwrite: bool = False,
-    candidates: Iterator[Path] | None = None,
+    candidates: Iterator[Path] | None = None, source_sha256: str | None = None,
 ) -> Path:
     """Write a loadable Ultralytics checkpoint holding the pruned model (FP32) and the pruning record, atomically.
 
     Without ``overwrite`` an existing file is never replaced. If ``output`` appears meanwhile (a concurrent run with
     the same default name), the next free name from ``candidates`` is taken; without candidates that is an error.
+    ``source_sha256`` is the :func:`network_digest` of the network before pruning; the record keeps it as the
+    source's identity (what ``--teacher auto`` checks). Without it, the source file is read again to compute it.
     Returns the name written.
     """
     if candidates is not None and not _free(output):
         output = next(c for c in candidates if _free(c))  # another run took this default name while we pruned
     check_output(source, output, overwrite)
-    record = {**result.record(), "source": str(source.resolve()), "date": datetime.now().isoformat(timespec="seconds")}
+    if source_sha256 is None:
+        source_sha256 = network_digest(load_prunable_checkpoint(source)[1])
+    record = {**result.record(), "source": str(source.resolve()), "source_sha256": source_sha256,
+              "date": datetime.now().isoformat(timespec="seconds")}
     # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned since
     record["base_train_args"] = base_train_args(ckpt, result.model)
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
@@ -236,20 +257,27 @@ def check_removed(requested: PruneConfig, result: PruneResult) -> list[str]:
     """Refuse a request that removed nothing (a ratio of 0 excepted); return notes when the removal differs from
     the request, so an odd option combination never passes silently."""
     before, after = prunable_channels(result)
-    removed = 1 - after / max(before, 1)
+    removed = 1 - after / before if before else 0.0
     params = 1 - result.params_after / result.params_before
     summary = (f"removed {removed:.1%} of the prunable conv channels ({before:,} -> {after:,}), {params:.1%} of the "
                f"params, {1 - result.macs_after / result.macs_before:.1%} of the MACs")
     targeted = any(getattr(requested, f"target_{m}") is not None for m in ("params", "macs", "latency"))
     if result.params_after >= result.params_before and (targeted or requested.ratio > 0):
         asked = "the target" if targeted else f"ratio {requested.ratio:g}"
-        limits = [f"max_layer_ratio {requested.max_layer_ratio:g}"]
+        limits, advice = [f"max_layer_ratio {requested.max_layer_ratio:g}"], []
         if requested.round_to:
             limits.append(f"--round-to {requested.round_to} (wider than the layers it applies to)")
+            advice.append("a smaller --round-to such as 8")
+        if requested.protect:
+            limits.append(f"--protect {' '.join(requested.protect)}")
+            advice.append("fewer --protect modules")
+        if not targeted and requested.ratio < 0.4:
+            advice.append("a larger ratio such as 0.4")
+        if not advice:
+            advice.append("a larger --max-layer-ratio")
         raise PruningError(
             f"Nothing was pruned: {asked} {summary}, so nothing was written. Torch-Pruning skips every layer group "
-            f"it cannot prune as asked within {' and '.join(limits)}. Use a ratio such as 0.4"
-            + (" and a smaller --round-to such as 8." if requested.round_to else ".")
+            f"it cannot prune as asked within {' and '.join(limits)}. Try {' and '.join(advice)}."
         )
     if targeted or requested.ratio == 0:
         return []
@@ -291,13 +319,13 @@ def prune_checkpoint(
     ckpt, model = load_prunable_checkpoint(source)
     if config.imgsz is None:
         config = replace(config, imgsz=checkpoint_imgsz(ckpt))
+    digest = network_digest(model)  # the source's identity, for the record
     original = copy.deepcopy(model)
     result = prune_model(model, config, gradient_fn=gradient_fn)
     notes = check_removed(config, result)
     if backend is not None and config.backend is None and backend.name != DEFAULT_BACKEND:
         notes.append(f"{DEFAULT_BACKEND} is not available here ({BACKENDS[DEFAULT_BACKEND].unavailable()}): latency "
                      f"was measured with {backend.name}. {BACKENDS[DEFAULT_BACKEND].install}")
-    output = save_pruned(ckpt, result, source, output, overwrite, candidates)
     channels = prunable_channels(result)
     size = result.config.size
     rows = [
@@ -315,14 +343,21 @@ def prune_checkpoint(
         extra = latency_lines(latency, result.macs_before / result.macs_after, result.config, result.latency)
     done = result.config  # the ratio a params/MACs target resolved to
     task = check_supported_model(result.model).task
-    title = f"{source.name} -> {output.name} ({task}): {describe(done)}"
-    table = format_table(rows, title) + "".join(f"\n{line}" for line in extra) + "".join(f"\nNote: {n}" for n in notes)
-    text = output.with_suffix(".txt")
-    with writing(text, overwrite) as tmp:
-        tmp.write_text(table + "\n")
-    plot = output.with_suffix(".png")
-    with writing(plot, overwrite) as tmp:
-        plot_channels(result.channels_before, result.channels_after, tmp, title, summary=[*rows_summary(rows), *extra])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # The checkpoint, its report and its plot are one set: runs writing the same names (--overwrite) take turns, so
+    # the three files always come from one run.
+    with folder_lock(output.parent):
+        output = save_pruned(ckpt, result, source, output, overwrite, candidates, digest)
+        title = f"{source.name} -> {output.name} ({task}): {describe(done)}"
+        table = format_table(rows, title) + "".join(f"\n{line}" for line in extra) + "".join(
+            f"\nNote: {n}" for n in notes)
+        text = output.with_suffix(".txt")
+        with writing(text, overwrite) as tmp:
+            tmp.write_text(table + "\n")
+        plot = output.with_suffix(".png")
+        with writing(plot, overwrite) as tmp:
+            plot_channels(result.channels_before, result.channels_after, tmp, title,
+                          summary=[*rows_summary(rows), *extra])
     return PruneReport(output, text, plot, table, result, notes)
 
 

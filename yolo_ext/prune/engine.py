@@ -18,6 +18,7 @@ import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
+from yolo_ext.checks import MAX_IMGSZ
 from yolo_ext.latency import Deployment, LatencyError
 from yolo_ext.latency.costs import MacsCost, ParamsCost, conv_shapes
 from yolo_ext.prune.allocate import allocate, apply_allocation, prunable_groups
@@ -109,8 +110,9 @@ class PruneConfig:
         if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
             raise PruningError(f"iterative_steps must be an integer >= 1, got {self.iterative_steps!r}.")
         size = self.size
-        if len(size) != 2 or any(not isinstance(s, int) or s < 32 or s % 32 for s in size):
-            raise PruningError(f"imgsz must be a multiple of 32 (the largest stride), e.g. 640 or 320, got {self.imgsz!r}.")
+        if len(size) != 2 or any(not isinstance(s, int) or not 32 <= s <= MAX_IMGSZ or s % 32 for s in size):
+            raise PruningError(f"imgsz must be a multiple of 32 (the largest stride) from 32 to {MAX_IMGSZ}, e.g. 640 "
+                               f"or 320, got {self.imgsz!r}.")
         make_importance(self.criterion)
         try:
             self.deployment.check()
@@ -187,6 +189,20 @@ def protected_layers(model: DetectionModel, names: Iterable[str] = ()) -> list[n
     return layers
 
 
+def _check_something_prunable(model: DetectionModel, config: PruneConfig) -> None:
+    """Refuse a request to remove channels when the protected layers (head outputs, DFL, ``config.protect``) hold
+    every conv of the model: nothing could be pruned, and the search or pruning would only say so afterwards."""
+    targeted = config.target_params is not None or config.target_macs is not None
+    if not config.protect or not (targeted or config.ratio > 0):
+        return
+    fixed = {id(m) for layer in protected_layers(model, config.protect) for m in layer.modules()}
+    if all(id(m) in fixed for m in model.modules() if isinstance(m, nn.Conv2d)):
+        raise PruningError(
+            f"--protect {' '.join(config.protect)} covers every layer of the model, so nothing can be pruned. Protect "
+            "only the modules whose channels must stay, e.g. --protect model.9 model.10."
+        )
+
+
 @contextmanager
 def _all_trainable(model: nn.Module) -> Iterator[None]:
     """Torch-Pruning traces through autograd, so a frozen weight (DFL, a frozen backbone) would cut the graph.
@@ -223,6 +239,7 @@ def prune_model(
     check_supported_model(model)
     if config.criterion in NEEDS_GRADIENTS and gradient_fn is None:
         raise PruningError(f"Criterion {config.criterion!r} needs data: pass gradient_fn (tools/prune.py: --data).")
+    _check_something_prunable(model, config)
     start = time.perf_counter()
     model.float().eval()
     config = resolve_multiple(config)
