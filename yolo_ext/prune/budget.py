@@ -1,11 +1,13 @@
 """Pruning to a cost budget: the budget itself, the backend and channel multiple a config resolves to, and pruning
 to a measured latency target.
 
-A latency target is reached the HALP / NetAdapt way. The per-layer latency table of the network on the backend
-(:mod:`yolo_ext.latency.table`, cached) prices every channel; the allocation (:mod:`.allocate`) keeps the most
-importance per predicted millisecond; then the pruned network is deployed and timed side by side with the original,
-and the budget is corrected (secant between the two closest tries, else in proportion) until the measured latency
-is within a fraction of the tolerance of the target. The table only guides; what is reported is measured.
+A latency target is reached the NetAdapt way: prune, deploy, time the pruned network side by side with the original
+on the backend, and correct (secant between the two closest tries, else by a power law) until the measured latency
+is within a fraction of the tolerance of the target. What is corrected depends on the allocation. With ``cost``
+(HALP-style), the per-layer latency table of the network on the backend (:mod:`yolo_ext.latency.table`, cached)
+prices every channel and the greedy allocation (:mod:`.allocate`) keeps the most importance per predicted
+millisecond within a budget, which the search corrects. With ``ratio``, the ratio of Torch-Pruning's ranking
+(uniform per group, or global) is searched; no table is needed. The table only guides; what is reported is measured.
 """
 
 from __future__ import annotations
@@ -82,31 +84,60 @@ def _probes(model: nn.Module, config: PruneConfig, prune_once: Callable) -> list
     return probes
 
 
-def _next_budget(tries: list[tuple[float, float]], goal: float, full: float) -> float:
-    """Secant between the two tries closest to ``goal`` on either side, else a proportional correction."""
+def _next(tries: list[tuple[float, float]], goal: float, fallback: Callable[[float, float], float]) -> float:
+    """Secant between the two tries closest to ``goal`` on either side, else ``fallback(knob, measured ratio)``."""
     below = [t for t in tries if t[1] <= goal]
     above = [t for t in tries if t[1] > goal]
     if below and above:
-        (b0, r0), (b1, r1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
-        return b0 + (goal - r0) * (b1 - b0) / (r1 - r0) if r1 != r0 else (b0 + b1) / 2
-    budget, ratio = tries[-1]
-    return min(max(budget * goal / ratio, 0.02 * full), full)
+        (x0, r0), (x1, r1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+        return x0 + (goal - r0) * (x1 - x0) / (r1 - r0) if r1 != r0 else (x0 + x1) / 2
+    return fallback(*tries[-1])
+
+
+@dataclass
+class _Knob:
+    """What the search turns: a predicted-ms budget (``cost`` allocation, from the latency table) or the ratio of
+    Torch-Pruning's ranking (``ratio``). ``prune(network, x)`` prunes it in place; ``first`` is where to start;
+    ``fallback(x, measured)`` corrects x when the tries do not yet bracket the goal."""
+
+    prune: Callable[[nn.Module, float], PruneResult]
+    first: float
+    fallback: Callable[[float, float], float]
+    table: str
+
+
+def _knob(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, prune_once: Callable, backend: Backend,
+          goal: float) -> _Knob:
+    if config.allocation == "cost":
+        table, cached = load_or_build_table(model, backend, config.deployment, config.round_to or 1,
+                                            lambda: _probes(model, config, prune_once))
+        cost = table.cost_model()
+        full = cost.total(conv_shapes(deployed_copy(model), config.deployment.imgsz))
+        return _Knob(
+            lambda net, x: prune_once(net, config, gradient_fn, Budget(cost, absolute=x)),
+            full * goal, lambda x, r: min(max(x * goal / r, 0.02 * full), full), "cached" if cached else "measured",
+        )
+    plain = replace(config, target_latency=None)
+    # compute scales with the square of the kept fraction of channels: start there, correct by the same law
+    return _Knob(
+        lambda net, x: prune_once(net, replace(plain, ratio=x), gradient_fn),
+        1 - goal**0.5, lambda x, r: min(max(1 - (1 - x) * (goal / r) ** 0.5, 0.0), 0.94), "not used (ratio allocation)",
+    )
 
 
 def prune_to_latency(
     model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, prune_once: Callable
 ) -> PruneResult:
     """Prune ``model`` in place until its measured latency on the backend is ``1 - config.target_latency`` of what
-    it was (within ``config.latency_tolerance``, or as close as the tries got: ``result.latency`` says)."""
+    it was (within ``config.latency_tolerance``, or as close as the tries got: ``result.latency`` says).
+
+    ``config.allocation`` decides what is searched: ``cost`` spends a predicted-ms budget with the latency table
+    (importance per ms), ``ratio`` searches the ratio of Torch-Pruning's ranking (uniform, or global)."""
     backend = resolve_backend(config.backend)
     deployment = config.deployment
-    multiple = config.round_to or 1
     goal = 1 - config.target_latency
     try:
-        table, cached = load_or_build_table(model, backend, deployment, multiple,
-                                            lambda: _probes(model, config, prune_once))
-        cost = table.cost_model()
-        full = cost.total(conv_shapes(deployed_copy(model), deployment.imgsz))
+        knob = _knob(model, config, gradient_fn, prune_once, backend, goal)
         base = backend.runner(deployed_copy(model), deployment)
         try:
             def timed(network: nn.Module) -> tuple[float, float]:
@@ -117,27 +148,26 @@ def prune_to_latency(
                     runner.close()
 
             tries: list[tuple[float, float]] = []
-            log, best, budget = [], None, full * goal
+            log, best, x = [], None, knob.first
             for _ in range(MAX_TRIES):
                 candidate = copy.deepcopy(model)
                 try:
-                    found = prune_once(candidate, replace(config, allocation="cost"), gradient_fn,
-                                       Budget(cost, absolute=budget))
+                    found = knob.prune(candidate, x)
                 except PruningError:
                     if best is None:
                         raise
                     break  # the groups cannot shrink further: keep the closest try
                 base_ms, ms = timed(candidate)
-                tries.append((budget, ms / base_ms))
-                log.append({"budget_ms": round(budget, 3), "base_ms": round(base_ms, 3), "ms": round(ms, 3)})
+                tries.append((x, ms / base_ms))
+                log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3)})
                 if best is None or abs(ms / base_ms - goal) < abs(best[2] / best[1] - goal):
-                    best = (budget, base_ms, ms, found.channels_after)
+                    best = (x, base_ms, ms, found.channels_after)
                 if abs(ms / base_ms / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
                     break
-                budget = _next_budget(tries, goal, full)
-            budget, base_ms, ms, channels = best
-            # the caller's network, pruned the same way (the allocation is deterministic for a fixed importance)
-            result = prune_once(model, replace(config, allocation="cost"), gradient_fn, Budget(cost, absolute=budget))
+                x = _next(tries, goal, knob.fallback)
+            x, base_ms, ms, channels = best
+            # the caller's network, pruned the same way (the pruning is deterministic for a fixed importance)
+            result = knob.prune(model, x)
             if result.channels_after != channels:  # a gradient criterion saw other batches: time what we have
                 base_ms, ms = timed(model)
         finally:
@@ -146,9 +176,9 @@ def prune_to_latency(
         raise PruningError(str(e)) from None
     result.latency = {
         "backend": backend.name, "runtime": backend.version(), "imgsz": list(deployment.imgsz),
-        "batch": deployment.batch, "threads": deployment.threads, "multiple": multiple,
-        "target": config.target_latency, "base_ms": round(base_ms, 3), "ms": round(ms, 3),
-        "speedup": round(base_ms / ms, 4), "off_target": round(ms / base_ms / goal - 1, 4),
-        "table": "cached" if cached else "measured", "tries": log,
+        "batch": deployment.batch, "threads": deployment.threads, "multiple": config.round_to or 1,
+        "allocation": config.allocation, "target": config.target_latency, "base_ms": round(base_ms, 3),
+        "ms": round(ms, 3), "speedup": round(base_ms / ms, 4), "off_target": round(ms / base_ms / goal - 1, 4),
+        "table": knob.table, "tries": log,
     }
     return result

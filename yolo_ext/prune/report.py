@@ -3,6 +3,7 @@ channel plot."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,21 +60,22 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: Path, tit
     from matplotlib.figure import Figure
 
     names = list(before)
-    fig = Figure(figsize=(max(8, len(names) * 0.08), 4))
+    lines = [piece for line in summary or [] for piece in textwrap.wrap(line, 120, subsequent_indent="    ")]
+    fig = Figure(figsize=(max(10, len(names) * 0.08), 4 + 0.17 * len(lines)))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    if lines:  # the report's numbers under the bars: params, GFLOPs, latency, speed-up, efficiency
+        ax, notes = fig.subplots(2, 1, gridspec_kw={"height_ratios": [4, 0.17 * len(lines)]})
+        notes.axis("off")
+        notes.text(0, 1, "\n".join(lines), fontsize=8, family="monospace", va="top", transform=notes.transAxes)
+    else:
+        ax = fig.add_subplot()
     ax.bar(range(len(names)), [before[n] for n in names], color="#bbbbbb", label="before", width=1.0)
     ax.bar(range(len(names)), [after.get(n, 0) for n in names], color="#1f77b4", label="after", width=1.0)
     ax.set_xlabel("conv layer (model order)")
     ax.set_ylabel("output channels")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.legend()
-    if summary:  # the report's numbers under the bars: params, GFLOPs, latency, speed-up, efficiency
-        fig.text(0.01, 0.01, "\n".join(summary), fontsize=8, family="monospace", va="bottom")
-        fig.set_figheight(4 + 0.16 * len(summary))
-        fig.tight_layout(rect=(0, 0.04 * len(summary) * 4 / fig.get_figheight(), 1, 1))
-    else:
-        fig.tight_layout()
+    fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")  # explicit: the path may be a temporary name
     return path
