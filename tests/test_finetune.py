@@ -182,9 +182,12 @@ def test_val_tool_compares_checkpoints_in_one_table(pruned, tiny_bccd):
                    str(base), str(pruned))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and ".pt" in line]
-    assert len(rows) == 2 and rows[0].endswith("1.00x | 1.00x |")
+    assert len(rows) == 2 and rows[0].endswith("1.00x | 1.00x | 1.00 |")  # params, speed-up, efficiency vs first
     params = [int(r.split("|")[6].replace(",", "")) for r in rows]
     assert params[1] < 0.5 * params[0]
+    assert "ort-cpu ms" in result.stdout and "Latency: ort-cpu (64x64, batch 1, 1 thread)" in result.stdout
+    speedup = float(rows[1].split("|")[-3].strip().rstrip("x"))
+    assert speedup > 0  # timed side by side: a number, not nan
     missing = _tool("val.py", "--data", str(tiny_bccd), str(base.with_name("nope.pt")))
     assert missing.returncode == 2 and "not found" in missing.stderr
 

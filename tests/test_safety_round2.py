@@ -221,7 +221,7 @@ def prune_args(source: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("extra, words", [
     (("--target-params", "0.3", "--prune-ratio", "0.7"), ("--prune-ratio 0.7 and --target-params", "give one")),  # 6
     (("--target-macs", "0.3", "--ratio", "0.4"), ("--prune-ratio 0.4 and --target-macs",)),  # 6, the default value
-    (("--data", "data.yaml"), ("--data is read only by --prune-type taylor", "lamp")),  # 7
+    (("--data", "data.yaml"), ("--data is read only by --prune-type taylor", "l1 ranks")),  # 7
     (("--prune-type", "taylor", "--data", "d.yaml", "--batches", "0"), ("--batches must be a whole number >= 1",)),
     (("--prune-type", "taylor", "--data", "d.yaml", "--batch-size", "0"), ("--batch-size must be",)),  # 12
     (("--imgsz", "100000"), ("from 32 to 4096", "100000")),  # 11
@@ -282,10 +282,14 @@ def test_help_shows_no_default_for_switches():
     text = " ".join(get_args_parser().format_help().split("options:")[1].split())
     uniform = text[text.index("--uniform remove"):text.index("--max-layer-ratio MAX")]
     assert "default for l1, l2, random, taylor" in uniform and "default: True" not in uniform
-    assert "--prune-ratio PRUNE_RATIO, --ratio PRUNE_RATIO fraction of channels removed per layer group (default 0.4;" \
-        in text and "(default: None)" not in text[text.index("--prune-ratio P"):text.index("--target-params T")]
+    ratio = text[text.index("--prune-ratio P"):text.index("--target-params T")]
+    assert "default when no target is given: 0.25" in ratio and "(default: None)" not in ratio
+    criterion = text[text.index("--prune-type PRUNE_TYPE"):text.index("--prune-ratio P")]
+    assert "default by request: ratio: l1" in criterion and "(default: None)" not in criterion
     keys = describe_keys(get_args_parser(), "usage")
-    assert "default: True" not in keys and "(default: lamp)" in keys
+    lines = {line.split()[0]: line for line in keys.splitlines() if line.startswith("  ")}
+    assert "default: True" not in keys
+    assert "default: None" not in lines["prune_type"] + lines["prune_ratio"]
 
 
 # ---------------------------------------------------------------- fine-tune / val options: 9, 11, 13, 14, 16, 17

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from yolo_ext.commands.prune import get_args_parser, main
+from yolo_ext.commands.prune import config_from_args, get_args_parser, main  # noqa: F401
 
 __all__ = ["get_args_parser", "main"]
 

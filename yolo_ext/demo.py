@@ -31,7 +31,7 @@ def run_demo(
     ratio: float | None = None, batch: int = 8, latency_runs: int = 20,
 ) -> str:
     """Run the four steps into ``out`` (a new folder) and return the comparison table. Pruning is what
-    ``tools/prune.py`` does with no options (:mod:`yolo_ext.prune.defaults`), or global LAMP at ``ratio``.
+    ``tools/prune.py`` does with no options (:mod:`yolo_ext.prune.defaults`), at ``ratio`` if given.
 
     48 training images make 6 batches of 8 per epoch; ``nbs=batch`` steps the optimizer on every batch (Ultralytics
     would otherwise accumulate to 64 images, i.e. less than one step per epoch, and learn nothing in a demo).
@@ -47,7 +47,7 @@ def run_demo(
     yolo.train(epochs=epochs, project=str(out), name="train", **common)
     trained = Path(yolo.trainer.best)
     print(f"trained in {time.perf_counter() - t:.0f} s: {trained}")
-    fields = default_fields() if ratio is None else {"criterion": "lamp", "ratio": ratio, "round_to": "auto"}
+    fields = default_fields() if ratio is None else {**default_fields(), "ratio": ratio}
     config = PruneConfig(**fields, imgsz=imgsz)
     t = _step(2, f"Prune ({describe(config)}{', as tools/prune.py does by default' if ratio is None else ''})")
     report = prune_checkpoint(trained, config, out / "pruned.pt", latency_runs=latency_runs)

@@ -1,8 +1,8 @@
 """Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt
 (or yolo-ext prune model=best.pt).
 
-With no ratio or target it removes 45% of the MACs where they cost the least importance, at channel counts the
-runtime runs fast (yolo_ext.prune.defaults); --target-latency 0.4 removes 40% of the latency measured on --backend.
+With no ratio or target it removes the weakest 25% of every layer's channels, at channel counts the runtime runs fast
+(yolo_ext.prune.defaults); --target-latency 0.4 removes 40% of the latency measured on --backend.
 Writes <output>.pt (an Ultralytics checkpoint: YOLO("<output>.pt") loads it), <output>.txt (params, GFLOPs, latency on
 the backend before -> after, speed-up, efficiency) and <output>.png (channels per layer). The input is never modified.
 """
@@ -15,10 +15,10 @@ import sys
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
 from yolo_ext.cli_options import ArgumentParser
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND
-from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
+from yolo_ext.prune import CRITERIA, CheckpointError, PruneConfig, PrunedModelError, PruningError
 from yolo_ext.grad_checkpoint import checkpointing_enabled
 from yolo_ext.prune.checkpoint import prune_checkpoint
-from yolo_ext.prune.defaults import DEFAULT_ROUND_TO, DEFAULT_TARGET, default_allocation
+from yolo_ext.prune.defaults import BY_REQUEST, DEFAULT_RATIO, DEFAULT_ROUND_TO, request_kind
 from yolo_ext.prune.engine import ALLOCATIONS
 from yolo_ext.prune.importance import NEEDS_GRADIENTS
 
@@ -37,20 +37,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", "--model", required=True,
                    help="trained Ultralytics detection, segmentation, pose or OBB checkpoint (.pt)")
-    p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(CRITERIA),
-                   help="criterion: " + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
-    default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
+    by_request = "; ".join(f"{k.replace('_', '-')}: {v['criterion']}" for k, v in BY_REQUEST.items())
+    p.add_argument("--prune-type", choices=sorted(CRITERIA),
+                   help="criterion (default by request: " + by_request + "): "
+                        + "; ".join(f"{k}: {d}" for k, (_, d) in CRITERIA.items()))
     p.add_argument("--prune-ratio", "--ratio", type=float,
                    help=f"fraction of channels removed per layer group (uniform) or overall (global); not with "
-                        f"--target-*; with no ratio and no target: {default_target}")
+                        f"--target-*; default when no target is given: {DEFAULT_RATIO}")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
     p.add_argument("--target-latency", type=float,
                    help="instead of a ratio: fraction of the latency measured on --backend to remove (0.5: twice as "
-                        "fast); builds a per-layer latency table once (cached), then measures until within 5%%")
+                        "fast); prunes, measures and corrects until within 5%%")
     p.add_argument("--allocation", choices=ALLOCATIONS,
-                   help="ratio: Torch-Pruning's ranking; cost: keep the most importance per ms / MAC / param removed "
-                        "(default: cost for --target-latency and --target-macs, ratio otherwise)")
+                   help="ratio (default): Torch-Pruning's ranking at a ratio (searched for a target); cost: keep the "
+                        "most importance per ms (from a per-layer latency table, measured once and cached), per MAC "
+                        "or per param removed")
     p.add_argument("--backend", help=f"runtime latency is measured on: {', '.join(BACKENDS)} (default: "
                                      f"{DEFAULT_BACKEND}, or torch-cpu where ONNX Runtime is not installed)")
     p.add_argument("--threads", type=int, default=1, help="threads the backend runs on (deployment setting)")
@@ -82,11 +84,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> PruneConfig:
     """The PruneConfig the options ask for; no ratio and no target is the default cut (:mod:`.defaults`)."""
     targets = {k: getattr(args, k) for k in ("target_params", "target_macs", "target_latency")}
-    if args.prune_ratio is None and all(v is None for v in targets.values()):
-        targets.update(DEFAULT_TARGET)
-    allocation = args.allocation or default_allocation(**targets)
+    defaults = BY_REQUEST[request_kind(**targets)]
+    allocation = args.allocation or defaults["allocation"]
     return PruneConfig(
-        ratio=0.4 if args.prune_ratio is None else args.prune_ratio, criterion=args.prune_type,
+        ratio=DEFAULT_RATIO if args.prune_ratio is None else args.prune_ratio,
+        criterion=args.prune_type or defaults["criterion"],
         global_pruning=args.global_pruning, max_layer_ratio=args.max_layer_ratio,
         round_to=None if args.round_to == 1 else args.round_to, iterative_steps=args.iterative_steps,
         imgsz=args.imgsz, protect=args.protect, allocation=allocation, backend=args.backend, threads=args.threads,
@@ -102,9 +104,11 @@ def check_option_values(args: argparse.Namespace) -> None:
     if target and args.prune_ratio is not None:
         raise PruningError(f"--prune-ratio {args.prune_ratio:g} and {target} both say how much to remove: give one "
                            f"({target} finds the pruning that reaches it).")
-    if args.data and args.prune_type not in NEEDS_GRADIENTS:
+    criterion = args.prune_type or BY_REQUEST[request_kind(args.target_params, args.target_macs,
+                                                           args.target_latency)]["criterion"]
+    if args.data and criterion not in NEEDS_GRADIENTS:
         raise PruningError(f"--data is read only by --prune-type taylor (gradients on real images); "
-                           f"{args.prune_type} ranks channels by their weights alone. Drop --data, or add "
+                           f"{criterion} ranks channels by their weights alone. Drop --data, or add "
                            "--prune-type taylor.")
     for option in ("batches", "batch_size", "threads", "deploy_batch"):
         value = getattr(args, option)
@@ -122,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         config.check()
         gradient_fn = None
-        if args.prune_type == "taylor":
+        if config.criterion == "taylor":
             if not args.data:
                 raise PruningError("--prune-type taylor needs --data <data.yaml> (it uses gradients on real images).")
             from yolo_ext.prune.gradients import loss_gradients

@@ -117,10 +117,9 @@ def _knob(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, p
             lambda net, x: prune_once(net, config, gradient_fn, Budget(cost, absolute=x)),
             full * goal, lambda x, r: min(max(x * goal / r, 0.02 * full), full), "cached" if cached else "measured",
         )
-    plain = replace(config, target_latency=None)
     # compute scales with the square of the kept fraction of channels: start there, correct by the same law
     return _Knob(
-        lambda net, x: prune_once(net, replace(plain, ratio=x), gradient_fn),
+        lambda net, x: prune_once(net, replace(config, ratio=x), gradient_fn),
         1 - goal**0.5, lambda x, r: min(max(1 - (1 - x) * (goal / r) ** 0.5, 0.0), 0.94), "not used (ratio allocation)",
     )
 

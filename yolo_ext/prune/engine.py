@@ -34,6 +34,8 @@ from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, outpu
 
 #: how channels are spread over the groups (see PruneConfig.allocation)
 ALLOCATIONS = ("ratio", "cost")
+#: how far a params/MACs target may land when widths move in whole blocks of the channel multiple
+BLOCK_TOLERANCE = 0.05
 
 
 @dataclass
@@ -323,22 +325,26 @@ def _config_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: 
     """The config (ratio, and global ranking if needed) that removes the targeted fraction of params or MACs.
 
     A uniform ratio moves in jumps: layer widths are multiples of each other, so one ratio step rounds many layers
-    at once. When no uniform ratio lands within the tolerance, channels are ranked globally instead, which removes
-    them one at a time; the returned config says which was used.
+    at once, and with a channel multiple (``round_to``) whole blocks go at once. Without a multiple, when no uniform
+    ratio lands within the tolerance, channels are ranked globally instead, which removes them one at a time. With a
+    multiple the ranking stays as asked (blocks jump either way) and the closest ratio is taken if it is within
+    :data:`BLOCK_TOLERANCE`; the returned config says which was used, the report what was removed.
     """
     metric = "params" if config.target_params is not None else "macs"
     target = config.target_params if metric == "params" else config.target_macs
     base = replace(config, target_params=None, target_macs=None)
+    blocks = isinstance(config.round_to, int) and config.round_to > 1
     errors = []
-    for global_pruning in sorted({config.is_global, True}):
+    for global_pruning in [config.is_global] if blocks else sorted({config.is_global, True}):
         error, ratio = _search_ratio(model, replace(base, global_pruning=global_pruning), metric, target, gradient_fn)
-        if error <= config.target_tolerance:
-            return replace(base, ratio=ratio, global_pruning=global_pruning)
+        if error <= (BLOCK_TOLERANCE if blocks else config.target_tolerance):
+            return replace(config, ratio=ratio, global_pruning=global_pruning)
         errors.append(error)
     error = min(errors)
     raise PruningError(
-        f"Could not reach a {metric} reduction of {target:.0%} (closest: off by {error:.1%}); protected layers "
-        "and max_layer_ratio limit how much can be removed. Lower the target or raise max_layer_ratio."
+        f"Could not reach a {metric} reduction of {target:.0%} (closest: off by {error:.1%}); protected layers, "
+        "max_layer_ratio and the channel multiple limit how much can be removed. Lower the target, raise "
+        "max_layer_ratio, or pass --round-to 1."
     )
 
 
