@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -145,7 +146,7 @@ def resolve_targets(args: argparse.Namespace) -> tuple[dict[str, float], dict[st
 
 
 def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def plan(args: argparse.Namespace, s_targets: dict[str, float], n_targets: dict[str, float]) -> list[dict[str, Any]]:
@@ -204,8 +205,9 @@ def summarize(args: argparse.Namespace, timed: dict[str, dict]) -> tuple[str, li
             for r in rs if r.get("plateau"))
         rows.append([name, f"{t['params']:,}", f"{t['gflops']:.2f}", *[f"{t.get(b, math.nan):.1f}" for b in backends],
                      f"{mean:.4f}", f"{spread:.4f}", " / ".join(f"{m:.4f}" for m in maps), plateau_text])
-        points.append({"label": label, "ms": t.get(args.backend, math.nan), "map": mean, "spread": spread,
-                       "family": label.split(" ")[0] + (" pruned" if "->" in label else "")})
+        if "base" not in label:  # the bases are pruned, not compared: same epochs as the others only after F more
+            points.append({"label": label, "ms": t.get(args.backend, math.nan), "map": mean, "spread": spread,
+                           "family": label.split(" ")[0] + (" pruned" if "->" in label else "")})
     columns = ["run", "params", f"GFLOPs@{args.latency_imgsz}", *[f"{b} ms" for b in backends], "mAP50-95 mean",
                "spread (half range)", "per seed", "plateau (last 10 vs 10 before)"]
     table = markdown_table(columns, "lrr" + "r" * len(backends) + "rrll", rows)

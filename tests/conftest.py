@@ -24,9 +24,10 @@ BCCD = REPO / "yolo_ext" / "data" / "bccd_demo"  # the subset shipped with the p
 
 def run_python(code: str, *, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (nothing imported but what the code imports)."""
-    # Ultralytics sets OMP_NUM_THREADS=1 when imported; a child inheriting it would use another thread count than this
-    # process and reduce floats in another order, so outputs compared bit for bit would differ in the last digit.
-    full_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    # The child computes with as many threads as this process does now: outputs compared bit for bit are only equal
+    # when floats are reduced in the same order. (Ultralytics sets OMP_NUM_THREADS=1 when imported, and its trainer
+    # resets torch's thread count, so neither the inherited variable nor torch's default would match.)
+    full_env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     full_env.update({"YOLO_OFFLINE": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
