@@ -39,8 +39,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "macs45": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.45, "round_to": "auto"},
     "macs50": {"criterion": "lamp", "allocation": "cost", "target_macs": 0.50, "round_to": "auto"},
     "macs50-l1": {"criterion": "l1", "allocation": "cost", "target_macs": 0.50, "round_to": "auto"},
-    "lat35": {"criterion": "lamp", "target_latency": 0.35},
-    "lat50": {"criterion": "lamp", "target_latency": 0.50},
+    "lat35": {"criterion": "lamp", "allocation": "cost", "target_latency": 0.35},
+    "lat50": {"criterion": "lamp", "allocation": "cost", "target_latency": 0.50},
+    # what tools/prune.py --target-latency does by default: the uniform L1 ratio searched by measurement
+    "lat40-u": {"criterion": "l1", "target_latency": 0.40, "round_to": "auto"},
 }
 
 

@@ -255,7 +255,13 @@ def test_latency_target_by_ratio_reports_where_it_landed(yolo11n, fake_backend):
     lat = result.latency
     assert lat["allocation"] == "ratio" and lat["table"].startswith("not used") and 1 <= len(lat["tries"]) <= 6
     assert lat["off_target"] == pytest.approx(fake_ms(model, 128) / before / 0.7 - 1, abs=1e-3)
-    assert lat["ms"] < lat["base_ms"]
+    assert lat["ms"] < lat["base_ms"] and lat["first_try"] == "estimated"
+    # the next search of this network starts where this one ended
+    again = prune_model(copy.deepcopy(yolo11n), PruneConfig(criterion="l1", target_latency=0.3, backend="fake-test",
+                                                            imgsz=128, allocation="ratio")).latency
+    assert again["first_try"] == "where the last search ended" and again["tries"][0]["knob"] == pytest.approx(
+        result.config.ratio, abs=1e-4)
+    assert len(again["tries"]) <= len(lat["tries"])
 
 
 def test_unreachable_budget_is_refused(yolo11n):

@@ -23,7 +23,7 @@ from yolo_ext.latency import DEFAULT_BACKEND, Backend, LatencyError, deployed_co
 from yolo_ext.latency.backends import BACKENDS
 from yolo_ext.latency.costs import CostModel, conv_shapes
 from yolo_ext.latency.multiples import measure_multiple
-from yolo_ext.latency.table import load_or_build_table
+from yolo_ext.latency.table import load_or_build_table, read_cache, table_key, write_cache
 from yolo_ext.prune.errors import PruningError
 
 if TYPE_CHECKING:  # engine imports this module; the names are only needed for annotations
@@ -137,6 +137,16 @@ def prune_to_latency(
     goal = 1 - config.target_latency
     try:
         knob = _knob(model, config, gradient_fn, prune_once, backend, goal)
+        # where the last search of this network and request ended: the first try of this one (a uniform ratio
+        # prunes the same widths whatever the weights, so it usually lands at once)
+        search_key = {**table_key(model, backend, deployment, config.round_to or 1), "kind": "search",
+                      "target": config.target_latency, "allocation": config.allocation, "criterion": config.criterion,
+                      "global": config.is_global, "max_layer_ratio": config.max_layer_ratio,
+                      "protect": sorted(config.protect)}
+        previous = read_cache(search_key, "search")
+        resumed = previous is not None and isinstance(previous.get("knob"), (int, float))
+        if resumed:
+            knob.first = float(previous["knob"])
         base = backend.runner(deployed_copy(model), deployment)
         try:
             def timed(network: nn.Module) -> tuple[float, float]:
@@ -165,6 +175,7 @@ def prune_to_latency(
                     break
                 x = _next(tries, goal, knob.fallback)
             x, base_ms, ms, channels = best
+            write_cache(search_key, {"knob": x}, "search")
             # the caller's network, pruned the same way (the pruning is deterministic for a fixed importance)
             result = knob.prune(model, x)
             if result.channels_after != channels:  # a gradient criterion saw other batches: time what we have
@@ -178,6 +189,6 @@ def prune_to_latency(
         "batch": deployment.batch, "threads": deployment.threads, "multiple": config.round_to or 1,
         "allocation": config.allocation, "target": config.target_latency, "base_ms": round(base_ms, 3),
         "ms": round(ms, 3), "speedup": round(base_ms / ms, 4), "off_target": round(ms / base_ms / goal - 1, 4),
-        "table": knob.table, "tries": log,
+        "table": knob.table, "first_try": "where the last search ended" if resumed else "estimated", "tries": log,
     }
     return result
