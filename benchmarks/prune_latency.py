@@ -4,8 +4,8 @@ Each model (`--models`: a checkpoint path, or a YAML name built with fixed rando
 (`--variants`, see VARIANTS), and the original and all prunings are deployed (fused, export mode) on each backend
 (`--backends`) and timed side by side in one round-robin per backend (`yolo_ext.latency.interleaved_ms`). Reported:
 GMACs, MACs ratio, params, prune seconds, and per backend the median ms, speed-up and efficiency = speed-up / MACs
-ratio. Variants that take a latency target are timed again here, in this process, so the table also shows how far
-the target landed when re-measured.
+ratio. Variants that take a latency target are timed again, so the table also shows how far
+the target landed when re-measured: all timing happens in a fresh process that loads the saved networks.
 
   python benchmarks/prune_latency.py --models benchmarks/bccd_yolo11n_base.pt --backends ort-cpu openvino-cpu
   python benchmarks/prune_latency.py --models yolo11s yolov8n yolo26n --variants default lamp40 --json out.json
@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,20 +81,40 @@ def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     base_macs, base_params = result.macs_before, result.params_before
     rows.insert(0, {"variant": "original", "macs": base_macs, "params": base_params, "prune_s": 0.0,
                     "target_latency": None, "search": None, "multiple": None})
-    for backend_name in args.backends:
-        backend = get_backend(backend_name)
-        runners = [backend.runner(deployed_copy(m), deployment) for m in models]
-        try:
-            ms = interleaved_ms(runners, args.runs, warmup=3)
-        finally:
-            for r in runners:
-                r.close()
+    # timed in a fresh process, as a user's deployment would be: nothing left over from pruning and the searches
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, m in enumerate(models):
+            files.append(str(Path(tmp) / f"{i}.pt"))
+            torch.save({"model": m}, files[-1])
+        job = {"files": files, "backends": args.backends, "imgsz": args.imgsz, "threads": args.threads,
+               "runs": args.runs}
+        out = subprocess.run([sys.executable, __file__, "--time-files", json.dumps(job)], capture_output=True,
+                             text=True, check=True).stdout
+    for backend_name, ms in json.loads(out.splitlines()[-1]).items():
         for row, t in zip(rows, ms):
             row[backend_name] = t
     for row in rows:
         row["model"] = Path(name).stem
         row["macs_ratio"] = base_macs / row["macs"]
     return rows
+
+
+def time_files(job: dict[str, Any]) -> dict[str, list[float]]:
+    """(In the fresh process) ms of every saved network on every backend, side by side per backend."""
+    harness.setup(1)
+    deployment = Deployment((job["imgsz"], job["imgsz"]), 1, job["threads"])
+    models = [torch.load(f, weights_only=False)["model"].float().eval() for f in job["files"]]
+    out = {}
+    for backend_name in job["backends"]:
+        backend = get_backend(backend_name)
+        runners = [backend.runner(deployed_copy(m), deployment) for m in models]
+        try:
+            out[backend_name] = interleaved_ms(runners, job["runs"], warmup=3)
+        finally:
+            for r in runners:
+                r.close()
+    return out
 
 
 def table(rows: list[dict[str, Any]], backends: list[str]) -> str:
@@ -128,10 +151,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--json", type=Path)
+    p.add_argument("--time-files", help=argparse.SUPPRESS)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.time_files:
+        print(json.dumps(time_files(json.loads(args.time_files))))
+        return 0
     harness.setup(1)
     clock = harness.RunClock()
     rows = []

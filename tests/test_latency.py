@@ -341,3 +341,33 @@ def test_macs_cost_counts_what_torch_pruning_counts(yolo11n):
     macs, _ = tp.utils.count_ops_and_params(yolo11n, torch.zeros(1, 3, 128, 128))
     convs = MacsCost().total(conv_shapes(yolo11n, (128, 128)))
     assert convs == pytest.approx(macs, rel=0.05)  # the rest: BN, attention matmuls, upsampling
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--backend", "trt"), ("Unknown backend 'trt'", "ort-cpu")),
+    (("--backend", "tensorrt", "--target-latency", "0.3"), ("tensorrt",)),
+    (("--target-latency", "0.3", "--prune-ratio", "0.2"), ("--prune-ratio 0.2 and --target-latency",)),
+    (("--target-latency", "1.5"), ("target_latency must be in (0, 0.95)",)),
+    (("--threads", "0"), ("--threads must be a whole number >= 1",)),
+    (("--round-to", "fast"), ("--round-to", "positive integer or 'auto'")),
+])
+def test_prune_tool_refuses_bad_latency_requests(tmp_path, extra, words):
+    """One line on stderr, exit code 2, nothing written (``tensorrt`` is refused here only without a GPU)."""
+    import contextlib
+    import io
+
+    from tests.conftest import save_three_class
+    from yolo_ext.commands.prune import get_args_parser, main
+
+    if "tensorrt" in extra and not BACKENDS["tensorrt"].unavailable():
+        pytest.skip("tensorrt runs here")
+    source = save_three_class("yolo11n.yaml", tmp_path / "best.pt")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(get_args_parser().parse_args(["--model-path", str(source), "--imgsz", "64", *extra]))
+        except SystemExit as e:  # argparse's own refusal of a value it cannot convert
+            code = e.code
+    lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith((" ", "usage:"))]
+    assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err.getvalue()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
