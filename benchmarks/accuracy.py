@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from harness import log, markdown_table  # sets YOLO_OFFLINE before Ultralytics is imported: nothing downloaded
@@ -358,23 +359,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def child_main(job_json: str, run: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """One run in its own process (``--run-job``): ``run(job)``, then its record written where the driver looks."""
+    job = json.loads(job_json)
+    if "OMP_NUM_THREADS" in os.environ:  # Ultralytics resets it on import; keep the share the driver gave
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    record = run(job)
+    if job.get("copy_to"):
+        import shutil
+
+        shutil.copy(record["weights"], job["copy_to"])
+        record["weights"] = job["copy_to"]
+    path = record_path(Path(job["out"]), job["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.run_job:
-        job = json.loads(args.run_job)
-        if "OMP_NUM_THREADS" in os.environ:  # Ultralytics resets it on import; keep the share the driver gave
-            import torch
-
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        record = run_job(job)
-        if job.get("copy_to"):
-            import shutil
-
-            shutil.copy(record["weights"], job["copy_to"])
-            record["weights"] = job["copy_to"]
-        path = record_path(Path(job["out"]), job["key"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1))
-        return 0
+        return child_main(args.run_job, run_job)
     if not args.data.is_file():
         print(f"accuracy: error: data YAML {args.data} not found; pass --data", file=sys.stderr)
         return 2

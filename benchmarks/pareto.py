@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accuracy import curve, drive, measure, narrow_yaml, plateau, record_path
+from accuracy import child_main, curve, drive, measure, narrow_yaml, plateau, record_path
 from harness import log, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,12 +270,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     if args.run_job:
-        job = json.loads(args.run_job)
-        record = run_job(job)
-        path = record_path(Path(job["out"]), job["key"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1))
-        return 0
+        return child_main(args.run_job, run_job)
     if not args.data.is_file():
         print(f"pareto: error: data YAML {args.data} not found; pass --data", file=sys.stderr)
         return 2

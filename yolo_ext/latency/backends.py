@@ -97,8 +97,10 @@ def get_backend(name: str | Backend) -> Backend:
     return backend.require()
 
 
-def _has(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
+def missing(*packages: str) -> str | None:
+    """"openvino and onnx not installed" for those of ``packages`` that cannot be imported here, else None."""
+    absent = [p for p in packages if importlib.util.find_spec(p) is None]
+    return f"{' and '.join(absent)} not installed" if absent else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -199,8 +201,7 @@ class OrtCpu(Backend):
     install = "Install it with: pip install onnxruntime onnx (or pip install 'yolo_ext[export]')."
 
     def unavailable(self) -> str | None:
-        missing = [p for p in ("onnxruntime", "onnx") if not _has(p)]
-        return f"{' and '.join(missing)} not installed" if missing else None
+        return missing("onnxruntime", "onnx")
 
     def version(self) -> str:
         import onnxruntime
@@ -247,8 +248,7 @@ class OpenVinoCpu(Backend):
     install = "Install it with: pip install openvino onnx (or pip install 'yolo_ext[openvino]')."
 
     def unavailable(self) -> str | None:
-        missing = [p for p in ("openvino", "onnx") if not _has(p)]
-        return f"{' and '.join(missing)} not installed" if missing else None
+        return missing("openvino", "onnx")
 
     def version(self) -> str:
         import openvino
@@ -410,8 +410,7 @@ class TensorRt(Backend):
     def unavailable(self) -> str | None:
         if not torch.cuda.is_available():
             return "no CUDA GPU is visible to torch"
-        missing = [p for p in ("tensorrt", "onnx") if not _has(p)]
-        return f"{' and '.join(missing)} not installed" if missing else None
+        return missing("tensorrt", "onnx")
 
     def version(self) -> str:
         import tensorrt
