@@ -159,7 +159,7 @@ def plan(args: argparse.Namespace, s_targets: dict[str, float], n_targets: dict[
     for model in ("yolo11n", "yolo11s"):
         jobs.append({**common, "key": f"base-{model}", "name": f"{model} base ({args.epochs} ep)", "seed": 0,
                      "kind": "scratch", "model": f"{model}.yaml", "epochs": args.epochs, "after": []})
-    scratch = [("yolo11n", "yolo11n.yaml"), ("yolo11s", "yolo11s.yaml")]
+    scratch = [(m, f"{m}.yaml") for m in args.scratch]
     scratch += [(f"narrow w{w}", str(narrow_yaml(w, args.out))) for w in args.widths]
     for name, cfg in scratch:
         for seed in args.seeds:
@@ -248,6 +248,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=60, help="E: epochs of the bases that are pruned")
     p.add_argument("--finetune-fraction", type=float, default=0.3, help="F = this fraction of E (the default recipe)")
     p.add_argument("--widths", nargs="+", type=float, default=[0.16, 0.2], help="narrow yolo11 widths")
+    p.add_argument("--scratch", nargs="*", default=["yolo11n", "yolo11s"], choices=["yolo11n", "yolo11s"],
+                   help="official models trained from scratch for E + F epochs")
     p.add_argument("--s-targets", nargs="+", default=["n", "0.3", "0.6"])
     p.add_argument("--n-targets", nargs="+", default=["w0.16", "0.3"])
     p.add_argument("--distill", action="store_true", help="also yolo11s at yolo11n's latency with its teacher")
