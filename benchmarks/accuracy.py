@@ -39,7 +39,7 @@ DEFAULT_SPARSE = REPO / "benchmarks" / "bccd_yolo11n_sparse.pt"
 OLD_RECIPE = {"optimizer": "AdamW", "lr0": 0.001, "warmup_epochs": 1}  # tools/finetune.py before the rework
 
 #: name -> how the base is pruned and fine-tuned. Keys: criterion, global (ranking), recipe ("rewind": the base's
-#: own train args, see yolo_ext.finetune.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned", "ultralytics"),
+#: own train args, see yolo_ext.train.recipe.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned", "ultralytics"),
 #: weights (DistillWeights fields), steps (gradual pruning: k prune + F/k fine-tune rounds), source ("sparse"),
 #: fraction (fine-tune epochs as this fraction of E instead of --finetune-fraction).
 VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs below the run count, first come first
@@ -141,9 +141,9 @@ def measure(weights: Path, job: dict[str, Any]) -> dict[str, Any]:
     import torch_pruning as tp
     from ultralytics import YOLO
 
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 
-    _, model = load_detection_checkpoint(weights)
+    _, model = load_prunable_checkpoint(weights)
     macs, params = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, 3, job["imgsz"], job["imgsz"]))
     box = YOLO(str(weights)).val(data=job["data"], split="val", imgsz=job["imgsz"], batch=job["batch"],
                                  device=job["device"], workers=job["workers"], plots=False, verbose=False,
@@ -157,9 +157,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import yolo_ext  # noqa: F401
     from ultralytics import YOLO
 
-    from yolo_ext.distill import DistillWeights
-    from yolo_ext.finetune import PrunedDetectionTrainer, finetune, sparse_trainer
-    from yolo_ext.iterative import iterative_prune
+    from yolo_ext.train.distill import DistillWeights
+    from yolo_ext.train.finetune import finetune
+    from yolo_ext.train.iterative import iterative_prune
+    from yolo_ext.train.sparse import sparse_trainer
+    from yolo_ext.train.trainers import PrunedDetectionTrainer
     from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
     from yolo_ext.prune.checkpoint import prune_checkpoint
 

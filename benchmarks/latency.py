@@ -31,7 +31,7 @@ from harness import Deployed, Samples, log, markdown_table
 from torch import nn
 
 from yolo_ext.prune import PruneConfig, prune_model
-from yolo_ext.prune.checkpoint import load_detection_checkpoint, save_pruned
+from yolo_ext.prune.checkpoint import load_prunable_checkpoint, save_pruned
 
 DEFAULT_MODELS = ["yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolo26n"]
 DEFAULT_RATIOS = [0.2, 0.4, 0.6]
@@ -66,7 +66,7 @@ def prepare_variants(name: str, args: argparse.Namespace, tmp: Path) -> list[Var
     specs = [(r, None) for r in args.ratios] + [(args.round_ratio, n) for n in args.round_to]
     variants: list[Variant] = []
     for ratio, round_to in specs:
-        ckpt, model = load_detection_checkpoint(src)
+        ckpt, model = load_prunable_checkpoint(src)
         t0 = time.perf_counter()
         res = prune_model(model, PruneConfig(ratio=ratio, criterion=args.criterion, imgsz=args.imgsz, round_to=round_to))
         prune_s = time.perf_counter() - t0

@@ -334,7 +334,7 @@ def run_memory_child(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
 def model_configs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(label, buildable YAML path) for the plain model and every shipped yolo_ext YAML of the family."""
     import yolo_ext
-    from yolo_ext.cfg_paths import scaled_name
+    from yolo_ext.cfg import scaled_name
 
     plain = scaled_name(f"{args.family}.yaml", args.scale)
     out = [(plain, plain)]
@@ -733,7 +733,7 @@ def part_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """Training memory and step time of each model with checkpointing off and on: one fresh process per (model,
     setting, repeat), so peaks do not mix; repeats interleave the settings, starting each round at another one."""
     import yolo_ext
-    from yolo_ext.cfg_paths import scaled_name
+    from yolo_ext.cfg import scaled_name
 
     configs = [(scaled_name(m if m.endswith(".yaml") else f"{m}.yaml", args.scale), on)
                for m in args.ckpt_models for on in (False, True)]

@@ -50,7 +50,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import yolo_ext  # noqa: F401
     from ultralytics import YOLO
 
-    from yolo_ext.finetune import finetune
+    from yolo_ext.train.finetune import finetune
     from yolo_ext.prune import PruneConfig
     from yolo_ext.prune.checkpoint import prune_checkpoint
 

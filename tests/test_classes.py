@@ -12,8 +12,10 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
 from conftest import save_three_class
-from yolo_ext.classes import class_output_layers, rebuild_class_outputs
-from yolo_ext.finetune import FinetuneError, check_finetune_inputs, default_teacher, finetune
+from yolo_ext.train.class_outputs import class_output_layers, rebuild_class_outputs
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_finetune_inputs, default_teacher
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, save_three_class
-from yolo_ext import cli
+from yolo_ext.cli import app as cli
 
 EXE = shutil.which("yolo-ext") or str(Path(sys.executable).with_name("yolo-ext"))
 FAST = ("imgsz=64", "latency_runs=0")

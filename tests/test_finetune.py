@@ -13,7 +13,9 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
 from conftest import REPO, run_python, save_three_class
-from yolo_ext.finetune import FinetuneError, PrunedDetectionTrainer, finetune, resume
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune, resume
+from yolo_ext.train.trainers import PrunedDetectionTrainer
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
@@ -105,7 +107,7 @@ def test_ddp_workers_receive_the_pruned_model(pruned, tiny_bccd, tmp_path, monke
 from ultralytics.utils.patches import torch_load
 state = torch_load({script[:-3] + '.pt'!r}, map_location="cpu")
 assert state["trainer"].__name__ == "PrunedDetectionTrainer", state["trainer"]
-assert state["trainer"].__module__ == "yolo_ext.finetune"
+assert state["trainer"].__module__ == "yolo_ext.train.trainers"
 print(state["model"].model[2].cv1.conv.out_channels)
 """
     result = run_python(code)
@@ -125,7 +127,7 @@ def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
 
 
 def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
-    from yolo_ext.distill import PrunedDistillationModel
+    from yolo_ext.train.distill import PrunedDistillationModel
 
     seen = []
     model = YOLO(str(pruned))
@@ -139,7 +141,7 @@ def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
 
 
 def test_sparse_training_shrinks_bn_scales(tiny_bccd, tmp_path):
-    from yolo_ext.finetune import sparse_trainer
+    from yolo_ext.train.sparse import sparse_trainer
 
     def gammas(trainer_cls, name):
         model = YOLO("yolov8n.yaml")
@@ -157,7 +159,7 @@ def test_sparse_training_shrinks_bn_scales(tiny_bccd, tmp_path):
 
 
 def test_iterative_pruning_reaches_the_ratio(pruned, tiny_bccd, tmp_path):
-    from yolo_ext.iterative import iterative_prune, step_ratio
+    from yolo_ext.train.iterative import iterative_prune, step_ratio
 
     base = pruned.with_name("base.pt")
     results = iterative_prune(base, tiny_bccd, PruneConfig(ratio=0.36, imgsz=64), steps=2, out=tmp_path, epochs=1,
@@ -204,8 +206,8 @@ def test_auto_distils_from_the_network_it_was_pruned_from_and_the_default_does_n
                                                                                      monkeypatch):
     """Issue 17 item 4: one meaning everywhere. teacher=None (Python) == --teacher none == the default: no teacher;
     'auto' opts in; a path distils from that file."""
-    from yolo_ext.cli_options import parse_key_values
-    from yolo_ext.commands.finetune import get_args_parser
+    from yolo_ext.cli.options import parse_key_values
+    from yolo_ext.cli.commands.finetune import get_args_parser
 
     calls = []
     monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append(kw))  # the arguments, not a training

@@ -227,7 +227,7 @@ class UnknownHead(Detect):
 def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     """prune_model and checkpoint loading refuse with the same check: exact model class with an exact head class of
     the head table (segmentation, pose and OBB are accepted: tests/test_tasks.py)."""
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.checkpoint import load_prunable_checkpoint
     from yolo_ext.prune.heads import check_supported_model
 
     odd = build("yolov8n.yaml")
@@ -238,7 +238,7 @@ def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     path = tmp_path / "odd.pt"
     torch.save({"model": odd}, path)
     with pytest.raises(PruningError, match=rf"'{path}' holds a .*DetectionModel, head UnknownHead"):
-        load_detection_checkpoint(path)
+        load_prunable_checkpoint(path)
     headless = build("yolov8n.yaml")
     headless.model[-1] = nn.Identity()
     with pytest.raises(PruningError, match="head Identity"):

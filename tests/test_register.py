@@ -103,10 +103,10 @@ def test_detect_head_matches_builtin(family):
 
 def test_register_is_idempotent_and_reported():
     parser = tasks.parse_model
-    yolo_ext.register()
-    yolo_ext.register()
+    yolo_ext.install()
+    yolo_ext.install()
     assert tasks.parse_model is parser
-    assert yolo_ext.is_registered()
+    assert yolo_ext.is_installed()
     assert tasks.C3k2_RVB is C3k2_RVB
 
 
@@ -175,13 +175,13 @@ def test_loader_reads_the_scale_from_the_file_name_only(tmp_path):
 
 
 def test_unsupported_parser_fails_loudly(monkeypatch):
-    from yolo_ext import registry as reg
+    from yolo_ext.integration import parser as reg
 
     def parse_model(d, ch, verbose=True):  # a parser without the frozensets yolo_ext extends
         return None
 
     with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8.4,<8.5"):
-        reg._build_parser(parse_model)
+        reg.build_parser(parse_model)
 
 
 

@@ -23,7 +23,7 @@ from ultralytics import YOLO
 
 import yolo_ext
 from conftest import REPO, save_three_class
-from yolo_ext.files import publish, remove_stale_temps, temp_path
+from yolo_ext.io.atomic import publish, remove_stale_temps, temp_path
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
@@ -318,7 +318,7 @@ def plain_trained(pruned, tiny_bccd, tmp_path_factory):
 
 
 def test_plain_train_keeps_the_pruned_network_and_warns(plain_trained, pruned):
-    from yolo_ext.finetune import PrunedDetectionTrainer
+    from yolo_ext.train.trainers import PrunedDetectionTrainer
 
     model, lines = plain_trained
     assert type(model.trainer) is PrunedDetectionTrainer

@@ -24,10 +24,11 @@ from ultralytics.nn.tasks import SegmentationModel
 import yolo_ext
 from conftest import BCCD_NAMES, REPO, run_python, save_three_class
 from test_safety import TOOLS, digest, plain, pruned, tool_main, tree  # noqa: F401  (fixtures)
-from yolo_ext import cli
-from yolo_ext.finetune import (
-    FinetuneError, PrunedDetectionTrainer, check_finetune_inputs, check_teacher, find_default_teacher, finetune,
-)
+from yolo_ext.cli import app as cli
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_finetune_inputs, check_teacher, find_default_teacher
+from yolo_ext.train.trainers import PrunedDetectionTrainer
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, network_digest, prune_checkpoint
 
@@ -267,8 +268,8 @@ def test_prune_mode_refusals(plain, tmp_path, args, words):
 
 def test_switches_take_true_or_false_in_any_case():
     """Item 23: the one rule is True/False (as Ultralytics reads booleans); case does not matter."""
-    from yolo_ext.cli_options import parse_key_values
-    from yolo_ext.commands.prune import get_args_parser
+    from yolo_ext.cli.options import parse_key_values
+    from yolo_ext.cli.commands.prune import get_args_parser
 
     assert parse_key_values(get_args_parser(), ["model=a.pt", "uniform=TRUE"]).global_pruning is False
     assert parse_key_values(get_args_parser(), ["model=a.pt", "uniform=false"]).global_pruning is True
@@ -276,8 +277,8 @@ def test_switches_take_true_or_false_in_any_case():
 
 def test_help_shows_no_default_for_switches():
     """Item 24: `prune.py --help` said `--uniform (default: True)` although lamp ranks globally by default."""
-    from yolo_ext.cli_options import describe_keys
-    from yolo_ext.commands.prune import get_args_parser
+    from yolo_ext.cli.options import describe_keys
+    from yolo_ext.cli.commands.prune import get_args_parser
 
     text = " ".join(get_args_parser().format_help().split("options:")[1].split())
     uniform = text[text.index("--uniform remove"):text.index("--max-layer-ratio MAX")]
@@ -497,7 +498,7 @@ def test_c3k2_kind_module_without_arguments_says_what_they_are(tmp_path):
 
 def test_plots_false_reaches_the_fine_tuning(pruned, tiny_bccd, monkeypatch):
     """Item 26: the README's offline advice (plots=False) was an unknown key for `yolo-ext finetune`."""
-    from yolo_ext.commands import finetune as command
+    from yolo_ext.cli.commands import finetune as command
 
     calls = []
 

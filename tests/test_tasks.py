@@ -23,8 +23,11 @@ from ultralytics.nn.tasks import (
 
 from conftest import randomize, run_python
 from test_safety import tool_main
-from yolo_ext.finetune import PRUNED_TRAINERS, FinetuneError, PrunedDetectionTrainer, check_teacher, finetune
-from yolo_ext.iterative import iterative_prune
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_teacher
+from yolo_ext.train.trainers import PRUNED_TRAINERS, PrunedDetectionTrainer
+from yolo_ext.train.iterative import iterative_prune
 from yolo_ext.prune import PrunedModelError, PruneConfig, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs

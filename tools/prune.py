@@ -1,13 +1,13 @@
 """Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
 
-The options and the work live in :mod:`yolo_ext.commands.prune` (shared with ``yolo-ext prune key=value``).
+The options and the work live in :mod:`yolo_ext.cli.commands.prune` (shared with ``yolo-ext prune key=value``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from yolo_ext.commands.prune import get_args_parser, main
+from yolo_ext.cli.commands.prune import get_args_parser, main
 
 __all__ = ["get_args_parser", "main"]
 

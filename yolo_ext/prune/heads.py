@@ -51,7 +51,7 @@ class HeadSpec:
         extra_trace: extra stand-in outputs while tracing (e.g. the prototype branch), given the head and its inputs.
         class_branches: dotted paths of the branches whose last layer predicts one channel per class: a
             ``ModuleList`` of per-level branches (``cv3``) or one branch (``proto.semseg``). These are the layers
-            rebuilt when a model is fine-tuned on data with another number of classes (:mod:`yolo_ext.classes`).
+            rebuilt when a model is fine-tuned on data with another number of classes (:mod:`yolo_ext.train.class_outputs`).
     """
 
     task: str

@@ -9,8 +9,13 @@ weighted per anchor by the teacher's confidence (its highest class probability),
 teacher sees objects rather than towards its background noise. All three terms are exactly zero for a student equal
 to its teacher (pruned at ratio 0).
 
-Use it through the fine-tune trainer: ``tools/finetune.py --teacher best.pt`` or
-``finetune(..., distill_model="best.pt")``.
+Use it through the fine-tune trainer: ``tools/finetune.py --teacher best.pt`` (or ``--teacher auto``) or
+``finetune(..., teacher="best.pt")``. It is opt-in; why, with the measurements: :mod:`yolo_ext.train.recipe` and
+``benchmarks/RESULTS.md``.
+
+:class:`PrunedDistillationModel` and :class:`DistillWeights` are pickled into a distillation run's ``last.pt`` (the
+EMA), so their import path is part of that file's format; :mod:`yolo_ext.integration` puts them on torch's safe
+globals so such a file also loads under ``ULTRALYTICS_SAFE_LOAD=1``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 from ultralytics.utils.torch_utils import copy_attr
 
-from yolo_ext.prune.checkpoint import pruning_history
+from yolo_ext.prune.record import read_history
 from yolo_ext.prune.tracking import compose_feature_channels, detect_widths
 
 
@@ -38,11 +43,9 @@ class DistillError(ValueError):
 class DistillWeights:
     """Loss weights of the three distillation terms, added to Ultralytics' detection loss (per image, as it is).
 
-    The default is head-only, (0, 1, 1): in ``benchmarks/accuracy.py`` (BCCD, yolo11n at -50% params, F = 30, one
-    H200, benchmarks/RESULTS.md) head-only was the best of the grid, +0.4 points over no teacher on each of four seeds
-    (within the seed spread), while feature-only was level with no teacher and (4, 4, 4) below it. The feature term
-    stays available (``DistillWeights(feature=1.0)``): with (1, 1, 1) the loss starts at about a fifth of the
-    detection loss of a yolo11n pruned to half its params.
+    The default is head-only, (0, 1, 1): the best of the weight grid in ``benchmarks/accuracy.py`` (feature-only was
+    level with no teacher, x4 below it; numbers in ``benchmarks/RESULTS.md``). The feature term stays available
+    (``DistillWeights(feature=1.0)``).
     """
 
     feature: float = 0.0
@@ -66,7 +69,7 @@ def kept_channels(student: DetectionModel, teacher: DetectionModel) -> list[list
             "compares class scores class by class, which needs the same classes. Fine-tune without a teacher, or "
             "pass one trained on these classes."
         )
-    maps = compose_feature_channels(pruning_history(student), detect_widths(student), detect_widths(teacher))
+    maps = compose_feature_channels(read_history(student), detect_widths(student), detect_widths(teacher))
     if maps is None:
         raise DistillError(
             f"The teacher's Detect inputs have {detect_widths(teacher)} channels, and no network in the student's "
@@ -135,7 +138,7 @@ def distill_losses(
 class PrunedDistillationModel(DistillationModel):
     """Ultralytics' ``DistillationModel`` contract (the trainer freezes ``teacher_model``, the EMA and saved
     checkpoints drop it, ``fuse`` returns the student) with kept-channel feature and head distillation instead of a
-    projector. Built by :class:`yolo_ext.finetune.PrunedDetectionTrainer` when a teacher is given.
+    projector. Built by :class:`yolo_ext.train.trainers.PrunedDetectionTrainer` when a teacher is given.
     """
 
     def __init__(

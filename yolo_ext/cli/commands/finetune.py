@@ -14,8 +14,10 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.finetune import DEFAULT_TEACHER, FinetuneError, finetune, resume, teacher_option
-from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune, resume
+from yolo_ext.train.recipe import DEFAULT_TEACHER, teacher_option
+from yolo_ext.cli.options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="default: 30%% of the base network's epochs")
     p.add_argument("--batch-size", "--batch", type=int, default=argparse.SUPPRESS, help=recipe)
     p.add_argument("--imgsz", type=int, default=argparse.SUPPRESS, help=recipe)
-    p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 (DDP), ...")
+    p.add_argument("--device", help="cpu, 0, 0,1 (DDP), ... (default: Ultralytics' choice, the first GPU if there is "
+                                    "one, else the CPU; as finetune())")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--optimizer", default=argparse.SUPPRESS, help=recipe + " (Ultralytics' 'auto' ignores --lr0)")
     p.add_argument("--lr0", type=float, default=argparse.SUPPRESS, help=recipe)

@@ -8,20 +8,23 @@ An unscaled name of such a family (``yolov10-coordatt.yaml``) is an error naming
 file holds all its scales.
 
 Ultralytics reads only n/s/m/l/x from a file name; YOLOv10's sixth scale, ``b``, exists in Ultralytics only as its
-own file ``yolov10b.yaml``. :func:`read_extra_scale` (installed by :func:`yolo_ext.register`) lets Ultralytics' YAML
-loader read that letter too, and find the unscaled file by file name alone.
+own file ``yolov10b.yaml``. :func:`yolo_ext.integration.yaml_loader.read_extra_scale` (installed by
+:func:`yolo_ext.install`) lets Ultralytics' YAML loader read that letter too, and find the unscaled file by file name
+alone.
+
+The YAMLs themselves live in ``yolo_ext/cfg/models/`` (inside the package, so source checkouts, editable installs
+and wheels find them at the same place).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-#: scale letters Ultralytics reads from a file name, plus YOLOv10's "b" (which :func:`read_extra_scale` teaches it)
-_SCALED = re.compile(r"^(yolo(?:v)?\d+)([nslmxb])(.*)$")
+#: scale letters Ultralytics reads from a file name, plus YOLOv10's "b" (which the integration teaches it)
+SCALED = re.compile(r"^(yolo(?:v)?\d+)([nslmxb])(.*)$")
 _SCALE_ORDER = "nsmblx"  # smallest to largest, for messages
 
 
@@ -30,13 +33,12 @@ class ScaleLetterNeeded(FileNotFoundError):
 
 
 def _models_root() -> Path:
-    # yolo_ext/cfg is a link to the repository's cfg/, so source checkouts, editable installs and wheels agree.
-    return Path(__file__).parent / "cfg" / "models"
+    return Path(__file__).parent / "models"
 
 
-def _unscaled(name: str) -> str:
+def unscaled(name: str) -> str:
     """``yolov10s-coordatt.yaml`` -> ``yolov10-coordatt.yaml``; a name without a scale letter stays as it is."""
-    return _SCALED.sub(lambda m: m.group(1) + m.group(3), name)
+    return SCALED.sub(lambda m: m.group(1) + m.group(3), name)
 
 
 def scaled_name(name: str, scale: str) -> str:
@@ -45,7 +47,7 @@ def scaled_name(name: str, scale: str) -> str:
     A name that already has a scale letter gets ``scale`` instead (``yolov10n-coordatt.yaml``, ``s`` ->
     ``yolov10s-coordatt.yaml``).
     """
-    base = _unscaled(name)
+    base = unscaled(name)
     head, sep, tail = base.partition("-")
     if sep:
         return f"{head}{scale}-{tail}"
@@ -93,19 +95,19 @@ def model_yaml(name: str | Path) -> Path:
     if path.exists():
         return path
     stem = path.name if path.suffix in {".yaml", ".yml"} else f"{path.name}.yaml"
-    unscaled = _unscaled(stem)
+    family = unscaled(stem)
     shipped = model_yamls()
     for candidate in shipped:  # an exact (per-scale) file first, then the family file the scale letter selects from
         if candidate.name == stem:
             return candidate
     for candidate in shipped:
-        if candidate.name == unscaled:
+        if candidate.name == family:
             return candidate.with_name(stem)
-    per_scale = [p.name for p in shipped if p.name != unscaled and _unscaled(p.name) == unscaled]
-    per_scale.sort(key=lambda n: _SCALE_ORDER.find(_SCALED.match(n)[2]))
+    per_scale = [p.name for p in shipped if p.name != family and unscaled(p.name) == family]
+    per_scale.sort(key=lambda n: _SCALE_ORDER.find(SCALED.match(n)[2]))
     if per_scale:
         raise ScaleLetterNeeded(
-            f"Model YAML {str(name)!r}: {unscaled} ships one file per scale, as Ultralytics' YOLOv10 does (its layout "
+            f"Model YAML {str(name)!r}: {family} ships one file per scale, as Ultralytics' YOLOv10 does (its layout "
             f"changes with the scale), so the name needs a scale letter. Pass one of: {', '.join(per_scale)}."
         )
     raise FileNotFoundError(
@@ -113,38 +115,3 @@ def model_yaml(name: str | Path) -> Path:
         f"n/s/m/l/x after the version, e.g. yolo11n-coordatt.yaml; YOLOv10 files already have theirs, b included): "
         f"{', '.join(p.name for p in shipped)}."
     )
-
-
-def read_extra_scale(load: Callable[[str | Path], dict]) -> Callable[[str | Path], dict]:
-    """Wrap Ultralytics' ``yaml_model_load`` so that the scale letter of a file name is read from the file name alone,
-    ``b`` included.
-
-    Two gaps in Ultralytics' loader: its scale guess knows only n/s/m/l/x, so for ``yolov10b-coordatt.yaml`` (or its own
-    ``yolov10b.yaml``) the parser falls back to the YAML's first scale with a warning; and it maps a scaled name to the
-    unscaled file (``yolo11n-coordatt.yaml`` -> ``yolo11-coordatt.yaml``) with a regex over the whole path string, which
-    a folder such as ``v10s/`` or ``run2l/`` in the path derails (it edits the folder, then finds no file). Here the
-    unscaled file is looked up by file name when Ultralytics finds none, and the name's letter becomes the scale when
-    Ultralytics guessed none. Names without a scale letter go to ``load`` untouched.
-    """
-
-    def yaml_model_load(path: str | Path) -> dict:
-        """Ultralytics' YAML loader; the scale letter is taken from the file name only, ``b`` included."""
-        p = Path(path)
-        match = _SCALED.match(p.name)
-        if match is None:
-            return load(path)
-        try:
-            d = load(path)
-        except FileNotFoundError as missing:
-            try:
-                d = load(p.with_name(_unscaled(p.name)))
-            except FileNotFoundError:
-                raise missing from None
-            d["yaml_file"] = str(path)
-        if not d.get("scale") and match[2] in (d.get("scales") or {}):
-            d["scale"] = match[2]
-        return d
-
-    yaml_model_load.__wrapped__ = load  # type: ignore[attr-defined]
-    yaml_model_load.yolo_ext = True  # type: ignore[attr-defined]
-    return yaml_model_load

@@ -143,6 +143,9 @@ TRUE, FALSE, NONE = {"true"}, {"false"}, {"none", "null", ""}
 
 
 def _long(action: argparse.Action) -> list[str]:
+    """The names a key may use: the long option names, or a positional argument's name (``checkpoints``)."""
+    if not action.option_strings:
+        return [action.dest]
     return [s[2:] for s in action.option_strings if s.startswith("--")]
 
 
@@ -214,6 +217,7 @@ def parse_key_values(
         (0.5, 0.2)
     """
     keys = _keys(parser)
+    positional: list[str] = []  # values of positional arguments (checkpoints=[a.pt,b.pt]), after the options
     given: dict[str, str] = {}  # dest -> the key the user wrote
     written: dict[int, str] = {}  # id(action) -> the key the user wrote (two switches can share a dest)
     given_values: dict[int, str] = {}  # id(action) -> the value written, for the duplicate-key message
@@ -239,12 +243,15 @@ def parse_key_values(
             )
         given[action.dest] = written[id(action)] = key
         given_values[id(action)] = value
-        if _is_switch(action):
+        if not action.option_strings:
+            positional += _values(action, value)
+        elif _is_switch(action):
             argv += _switch_args(parser, key, action, value)
         elif value.strip().lower() not in NONE:
             values = _values(action, value)  # one value as --key=value: a value starting with "-" stays a value
             argv += [f"--{key}", *values] if action.nargs in ("*", "+") or isinstance(action.nargs, int) \
                 else [f"--{key}={value}"]
+    argv += ["--", *positional] if positional else []
     for dest, action in {a.dest: a for a in parser._actions}.items():
         needed = action.required or (dest in required and not (unless and unless in given))
         if needed and dest not in given:
@@ -265,7 +272,7 @@ def parse_key_values(
 
 
 def _listing(parser: argparse.ArgumentParser) -> list[str]:
-    return [_key(a) for a in parser._actions if a.option_strings and a.dest != "help" and _long(a)]
+    return [_key(a) for a in parser._actions if a.dest != "help" and _long(a)]
 
 
 def describe_keys(parser: argparse.ArgumentParser, usage: str) -> str:

@@ -1,25 +1,26 @@
 """What yolo_ext knows about one module class, in one place: :class:`ModuleSpec`, and the table of them.
 
 A spec says how Ultralytics' model parser gives the module its channels and repeats (``parse``), how the pruner treats
-it (``prune``), what the validator checks after pruning (``check``) and whether training may recompute it to save
-memory (``checkpoint``). Nothing else holds per-module knowledge; the rest is derived from the table:
+it (``prune``: a kind, or the leaf rule itself), what the validator checks after pruning (``check``) and whether
+training may recompute it to save memory (``checkpoint``). Each rule is on the spec line or named by it; the rest is
+derived from the table:
 
-- the parser edit and the YAML names (:mod:`yolo_ext.registry`),
+- the parser edit and the YAML names (:mod:`yolo_ext.integration`, which follows the table while installed),
 - Torch-Pruning's customised pruners for leaves (:func:`yolo_ext.prune.leaves.leaf_pruners`),
 - which blocks get their ``cv1`` split while pruning (:func:`yolo_ext.prune.split.is_split_block`),
 - the validator's per-layer checks (:func:`yolo_ext.prune.validate.check_model`),
 - the package's exported module classes and the parametrized tests over all modules,
-- the gradient-checkpointing wrapper on the forward of checkpointable classes (:mod:`yolo_ext.grad_checkpoint`,
-  installed by :func:`add` and taken off by :func:`remove`).
+- the gradient-checkpointing wrapper on the forward of checkpointable classes (:mod:`yolo_ext.train.grad_checkpoint`,
+  put on and taken off by :mod:`yolo_ext.integration`).
 
-The shipped spec lines are in :mod:`yolo_ext.module_specs`; :func:`yolo_ext.register_module` adds a user's own.
+The shipped spec lines are in :mod:`yolo_ext.registry.modules`; :func:`yolo_ext.register_module` adds a user's own.
 
 The table is keyed by exact class, as Torch-Pruning's ``customized_pruners`` are. Lookups for splits and checks walk
 the class's MRO (a ``C3k2`` is split like the ``C2f`` it subclasses, every ``nn.Conv2d`` subclass gets the conv
 check); a leaf rule applies to its exact class only, because a subclass may change the weights its repair edits.
 
-This file imports no other yolo_ext module but :mod:`yolo_ext.grad_checkpoint` (which imports none), so every consumer
-can import it without cycles.
+This file imports no other yolo_ext module, so every consumer can import it without cycles. Whoever must follow the
+table (the integration, while installed) subscribes with :func:`subscribe` and is called after every change.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import C2PSA, PSA, C2f
 
-from yolo_ext import grad_checkpoint
-
-__all__ = ["PARSE_KINDS", "PRUNE_KINDS", "ModuleSpec", "SpecError", "checks_for", "prune_kind", "spec_for", "specs"]
+__all__ = [
+    "PARSE_KINDS", "PRUNE_KINDS", "ModuleSpec", "SpecError", "add", "checks_for", "prune_kind", "remove", "spec_for",
+    "specs", "subscribe", "unsubscribe",
+]
 
 # How Ultralytics' parser builds a layer of each kind from a YAML line [from, repeats, Name, args].
 PARSE_KINDS: dict[str, str] = {
@@ -71,7 +72,8 @@ class ModuleSpec:
         parse: a :data:`PARSE_KINDS` key, or ``None`` for classes Ultralytics' parser already builds (they are listed
             for their prune rule or check only, and are not named by yolo_ext).
         prune: ``"trace"`` or ``"split"`` (:data:`PRUNE_KINDS`); a leaf rule, i.e. a
-            :class:`yolo_ext.prune.leaves.LeafPruner` subclass or a repair function ``fn(layer, idxs)`` that removes
+            :class:`yolo_ext.prune.leaves.LeafPruner` subclass (built by :func:`yolo_ext.prune.leaves.leaf_pruners`)
+            or a repair function ``fn(layer, idxs)`` that removes
             channels ``idxs`` from the layer's weights (input and output are the same channels); or ``None``, which
             inherits the rule of the nearest registered base class (else ``"trace"``).
         check: ``fn(layer) -> str | None``: after pruning, a description of what is inconsistent, or None.
@@ -80,7 +82,7 @@ class ModuleSpec:
         name: the YAML name; defaults to the class name.
         checkpoint: whether training runs the module's forward under ``torch.utils.checkpoint`` when checkpointing is
             switched on (``YOLO_EXT_CHECKPOINT=1`` / :func:`yolo_ext.set_checkpointing`); see
-            :mod:`yolo_ext.grad_checkpoint`. Worth it for blocks whose inner activations are large next to their input
+            :mod:`yolo_ext.train.grad_checkpoint`. Worth it for blocks whose inner activations are large next to their input
             (attention gates, RepViT blocks). Subclasses inherit the wrapped forward unless they define their own.
 
     Examples:
@@ -151,19 +153,6 @@ class ModuleSpec:
                 for p in positional[len(_LEADING_ARGS[self.parse]):]]
         return "[" + ", ".join(["c2", *rest] if self.parse == "c3k2" else rest) + "]"
 
-    def make_pruner(self) -> tp.pruner.BasePruningFunc:
-        """A fresh Torch-Pruning layer pruner for a leaf (pruners may hold per-run state)."""
-        if not self.leaf:
-            raise SpecError(f"{self.cls.__name__} is not a leaf; it prunes by {self.prune or 'trace'}.")
-        from yolo_ext.prune.leaves import RepairLeaf  # the prune package imports this file: import on use
-
-        if isinstance(self.prune, type):
-            if not issubclass(self.prune, tp.pruner.BasePruningFunc):
-                raise SpecError(f"{self.cls.__name__}: a pruner class must subclass yolo_ext.prune.leaves.LeafPruner.")
-            return self.prune()
-        return RepairLeaf(self.prune, self.groups)
-
-
 def _check_constructor(cls: type, parse: str) -> None:
     """The parser passes ``_LEADING_ARGS[parse]`` positionally; refuse a constructor that cannot take them."""
     try:
@@ -185,10 +174,36 @@ def _check_constructor(cls: type, parse: str) -> None:
 
 _LOCK = threading.RLock()
 _SPECS: dict[type[nn.Module], ModuleSpec] = {}
+_SHIPPED: set[type[nn.Module]] = set()  # the lines of yolo_ext.registry.modules: never removed
+_LISTENERS: list[Callable[[], None]] = []
 
 
-def add(spec: ModuleSpec) -> None:
-    """Put ``spec`` in the table; refuses a class registered already or a YAML name another class has."""
+def subscribe(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` after every change of the table (idempotent)."""
+    with _LOCK:
+        if listener not in _LISTENERS:
+            _LISTENERS.append(listener)
+
+
+def unsubscribe(listener: Callable[[], None]) -> None:
+    """Stop calling ``listener`` (nothing if it was not subscribed)."""
+    with _LOCK:
+        if listener in _LISTENERS:
+            _LISTENERS.remove(listener)
+
+
+def _changed() -> None:
+    for listener in list(_LISTENERS):
+        listener()
+
+
+def add(spec: ModuleSpec, *, shipped: bool = False) -> None:
+    """Put ``spec`` in the table; refuses a class registered already or a YAML name another class has. A ``shipped``
+    spec (yolo_ext's own lines) cannot be removed.
+
+    If a subscriber fails on the new table (Ultralytics refuses the change), the spec is taken out again and the error
+    goes on up: the table and its followers never disagree.
+    """
     with _LOCK:
         old = _SPECS.get(spec.cls)
         if old is not None:
@@ -204,17 +219,26 @@ def add(spec: ModuleSpec) -> None:
                         f"register {spec.cls.__qualname__} under another name (name='My{spec.name}')."
                     )
         _SPECS[spec.cls] = spec
-        if spec.checkpoint:
-            grad_checkpoint.install(spec.cls)
+        if shipped:
+            _SHIPPED.add(spec.cls)
+        try:
+            _changed()
+        except BaseException:
+            del _SPECS[spec.cls]
+            _changed()
+            raise
 
 
 def remove(cls: type[nn.Module]) -> ModuleSpec:
     """Take ``cls``'s spec out of the table and return it."""
     with _LOCK:
+        if cls in _SHIPPED:
+            raise SpecError(f"{cls.__qualname__} ships with yolo_ext and cannot be unregistered.")
         if cls not in _SPECS:
             raise SpecError(f"{getattr(cls, '__qualname__', cls)!r} is not registered.")
-        grad_checkpoint.uninstall(cls)
-        return _SPECS.pop(cls)
+        spec = _SPECS.pop(cls)
+        _changed()
+        return spec
 
 
 def specs() -> list[ModuleSpec]:

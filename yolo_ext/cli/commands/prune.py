@@ -13,10 +13,10 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
-from yolo_ext.cli_options import ArgumentParser
+from yolo_ext.cli.options import ArgumentParser
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
-from yolo_ext.grad_checkpoint import checkpointing_enabled
+from yolo_ext.train.grad_checkpoint import checkpointing_enabled
 from yolo_ext.prune.checkpoint import prune_checkpoint
 from yolo_ext.prune.defaults import DEFAULT_ROUND_TO, DEFAULT_TARGET, default_allocation
 from yolo_ext.prune.engine import ALLOCATIONS

@@ -13,9 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from yolo_ext.finetune import check_distillable, check_finetune_inputs, check_train_args, finetune
-from yolo_ext.prune import PruneConfig, PruningError
 from yolo_ext.prune.checkpoint import prune_checkpoint
+from yolo_ext.prune.engine import PruneConfig
+from yolo_ext.prune.errors import PruningError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_distillable, check_finetune_inputs, check_train_args
 
 
 def step_ratio(total: float, steps: int) -> float:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["folder_lock", "is_temp", "publish", "remove_stale_temps", "temp_path", "writing"]
+__all__ = ["folder_lock", "publish", "remove_stale_temps", "temp_path", "writing"]
 
 try:
     import fcntl
@@ -37,14 +37,16 @@ def temp_path(final: str | Path) -> Path:
     return final.with_name(f".{final.stem}.yolo_ext-{os.getpid()}.tmp{final.suffix}")
 
 
-def is_temp(path: str | Path) -> bool:
-    """Whether ``path`` is named like one of our temporary files."""
-    return _TEMP.match(Path(path).name) is not None
+_WINDOWS = os.name == "nt"
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. POSIX: signal 0 (checks, sends nothing). Windows has no signal 0
+    (``os.kill(pid, 0)`` there sends CTRL_C_EVENT to the process group), so it asks the kernel instead."""
     if pid == os.getpid():
         return True
+    if _WINDOWS:
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,6 +56,26 @@ def _alive(pid: int) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    """``OpenProcess`` + ``GetExitCodeProcess``: running while the exit code reads STILL_ACTIVE."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
+    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+    if not handle:
+        return ctypes.get_last_error() == error_access_denied  # someone else's live process
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True  # cannot tell: keep its files
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

@@ -1,14 +1,16 @@
-"""``yolo-ext``: Ultralytics' ``yolo`` command with the yolo_ext modules registered, plus ``prune`` and ``finetune``.
+"""``yolo-ext``: Ultralytics' ``yolo`` command with the yolo_ext integration installed, plus modes of its own.
 
 Same syntax and modes as ``yolo`` (``yolo-ext train model=yolo11n-coordatt.yaml data=... epochs=1``). Additions: a
 ``model=`` naming a YAML shipped with yolo_ext is resolved to its packaged path; ``train`` on a pruned checkpoint keeps
-the pruned network (:mod:`yolo_ext.keep_pruned`); and yolo_ext's own errors (a bad model YAML, a checkpoint that
+the pruned network (:mod:`yolo_ext.train.keep_pruned`); and yolo_ext's own errors (a bad model YAML, a checkpoint that
 cannot be fine-tuned) are printed as one message with exit code 2 instead of a traceback.
 
-Two modes are yolo_ext's own, in the same ``key=value`` style: ``yolo-ext prune model=best.pt ratio=0.4`` and
-``yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10``. They are ``tools/prune.py`` and
-``tools/finetune.py`` under another syntax: the same parser (:mod:`yolo_ext.commands`), so the keys are the options'
-names (``prune_type=`` or ``prune-type=``), and the same ``main``. ``yolo-ext prune help`` lists the keys.
+Four modes are yolo_ext's own, in the same ``key=value`` style: ``yolo-ext prune model=best.pt ratio=0.4``,
+``yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10``, ``yolo-ext iterative model=best.pt
+data=data.yaml target_params=0.5`` and ``yolo-ext val data=data.yaml checkpoints=[best.pt,best-pruned40.pt]``. They are
+``tools/prune.py``, ``tools/finetune.py``, ``tools/iterative_prune.py`` and ``tools/val.py`` under another syntax: the
+same parser (:mod:`yolo_ext.cli.commands`), so the keys are the options' names (``prune_type=`` or ``prune-type=``),
+and the same ``main``. ``yolo-ext prune help`` lists the keys. ``yolo-ext train`` stays Ultralytics' training.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import re
 import sys
 from dataclasses import dataclass
 
-import yolo_ext  # noqa: F401  (registers the modules before Ultralytics parses anything)
-from yolo_ext.cfg_paths import ScaleLetterNeeded, model_yaml
-from yolo_ext.grad_checkpoint import checkpointing_enabled
-from yolo_ext.cli_options import OptionError, describe_keys, parse_key_values
-from yolo_ext.registry import ModelYAMLError
 from ultralytics.utils import LOGGER
+
+import yolo_ext  # noqa: F401  (installs the integration before Ultralytics parses anything)
+from yolo_ext.cfg import ScaleLetterNeeded, model_yaml
+from yolo_ext.cli.options import OptionError, describe_keys, parse_key_values
+from yolo_ext.integration import ModelYAMLError
+from yolo_ext.train.grad_checkpoint import checkpointing_enabled
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,12 @@ class Mode:
 
 #: mode name -> Mode. Ultralytics has no modes of these names; everything else goes to its entrypoint.
 MODES = {
-    "prune": Mode("yolo_ext.commands.prune", "yolo-ext prune model=best.pt ratio=0.4"),
-    "finetune": Mode("yolo_ext.commands.finetune", "yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10",
+    "prune": Mode("yolo_ext.cli.commands.prune", "yolo-ext prune model=best.pt ratio=0.4"),
+    "finetune": Mode("yolo_ext.cli.commands.finetune", "yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10",
                      required=("model_path", "data"), unless="resume"),
+    "iterative": Mode("yolo_ext.cli.commands.iterative",
+                      "yolo-ext iterative model=best.pt data=data.yaml target_params=0.5 rounds=3"),
+    "val": Mode("yolo_ext.cli.commands.val", "yolo-ext val data=data.yaml checkpoints=[best.pt,best-pruned40.pt]"),
 }
 
 
@@ -112,7 +118,7 @@ def _check_words(words: list[str]) -> None:
 
 def _print_help() -> None:
     """yolo_ext's modes, printed before Ultralytics' help."""
-    print("yolo-ext: Ultralytics' yolo command with the yolo_ext modules registered, plus two modes of its own:\n"
+    print("yolo-ext: Ultralytics' yolo command with the yolo_ext modules registered, plus modes of its own:\n"
           + "".join(f"  yolo-ext {name:<9} {mode.example[len('yolo-ext ' + name) + 1:]:<55} "
                     f"(yolo-ext {name} help: every key)\n" for name, mode in MODES.items())
           + "Everything else is Ultralytics':", flush=True)
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Ultralytics reads the argv it captured at import time; hand it ours instead of a space-joined debug string.
     # Put back what was there afterwards: main() may be called in-process (tests, notebooks).
-    from yolo_ext.finetune import FinetuneError
+    from yolo_ext.train.errors import FinetuneError
     from yolo_ext.prune.errors import CheckpointError, PruningError
 
     previous, cfg.ARGV = cfg.ARGV, ultralytics_argv

@@ -18,9 +18,10 @@ which :func:`set_checkpointing` writes: Ultralytics' DDP workers are fresh proce
 nothing else of ours, and the ``yolo-ext`` CLI needs no key that Ultralytics' argument check would refuse. One
 setting, read at every checkpointable forward, so turning it off takes effect at once.
 
-**Which modules.** Those whose :class:`~yolo_ext.spec.ModuleSpec` says ``checkpoint=True`` (one line each in
-:mod:`yolo_ext.module_specs`: CoordAtt, MCA, ContextAggregation, and RepViTBlock, the blocks inside C3k2_RVB(_SE)).
-When a spec is added to the table, :func:`install` wraps its class's ``forward``; removing the spec unwraps it. So a
+**Which modules.** Those whose :class:`~yolo_ext.registry.spec.ModuleSpec` says ``checkpoint=True`` (one line each in
+:mod:`yolo_ext.registry.modules`: CoordAtt, MCA, ContextAggregation, and RepViTBlock, the blocks inside
+C3k2_RVB(_SE)). While :mod:`yolo_ext.integration` is installed, it follows the table: :func:`install` wraps the
+``forward`` of every such class, and removing the spec (or uninstalling the integration) unwraps it. So a
 module registered with ``yolo_ext.register_module(cls, checkpoint=True)`` opts in the same way, and no module's
 forward holds checkpointing code.
 
@@ -139,7 +140,7 @@ def checkpointing(enabled: bool = True) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The forward wrapper the spec table installs
+# The forward wrapper the integration installs on checkpointable classes
 # --------------------------------------------------------------------------------------------------------------------
 
 _LOCAL = threading.local()  # depth of checkpointed forwards on this thread (recomputation may run on a backward thread)
@@ -219,7 +220,7 @@ def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
 def install(cls: type[nn.Module]) -> None:
     """Wrap ``cls.forward`` so instances are checkpointed while the switch is on (idempotent).
 
-    Called by the spec table for specs with ``checkpoint=True``. An inherited forward is wrapped on ``cls`` itself
+    Called by :mod:`yolo_ext.integration` for specs with ``checkpoint=True``. An inherited forward is wrapped on ``cls`` itself
     (the base class is left alone); a base class's wrapper is unwrapped first, so nothing is checkpointed twice.
     """
     if cls in _OWN_FORWARDS:
@@ -243,5 +244,5 @@ def uninstall(cls: type[nn.Module]) -> None:
 
 
 def is_installed(cls: type) -> bool:
-    """Whether ``cls`` itself has the checkpointing wrapper (installed by its spec)."""
+    """Whether ``cls`` itself has the checkpointing wrapper (installed for its spec)."""
     return cls in _OWN_FORWARDS

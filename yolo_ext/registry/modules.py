@@ -1,12 +1,14 @@
-"""Every module yolo_ext knows, one :class:`~yolo_ext.spec.ModuleSpec` line each: parse, prune, check, checkpoint.
+"""Every module yolo_ext knows, one :class:`~yolo_ext.registry.spec.ModuleSpec` line each: parse, prune, check,
+checkpoint.
 
-To add a module: write its family file in ``yolo_ext/nn/`` and add one line here. The parser, the pruner, the
-validator, the package exports and the tests over all modules pick it up (see :mod:`yolo_ext.spec`). A user's own
-module takes the same path through :func:`yolo_ext.register_module`.
+To add a module: write its family file in ``yolo_ext/nn/`` and add one line here; a leaf's prune rule goes in
+:mod:`yolo_ext.prune.leaves` and a check in :mod:`yolo_ext.prune.validate`, named on the line. The parser, the pruner,
+the validator, the package exports and the tests over all modules pick it up (see :mod:`yolo_ext.registry.spec`). A
+user's own module takes the same path through :func:`yolo_ext.register_module`.
 
 The Ultralytics and torch lines (``parse=None``) are classes Ultralytics' parser already builds; they are listed for
 how they prune and what the validator checks. ``checkpoint=True`` marks what training may recompute in backward to
-save memory (:mod:`yolo_ext.grad_checkpoint`): the attention modules, and the RepViT blocks inside C3k2_RVB(_SE)
+save memory (:mod:`yolo_ext.train.grad_checkpoint`): the attention modules, and the RepViT blocks inside C3k2_RVB(_SE)
 rather than the whole CSP block, whose cv1 / cv2 activations are cheap next to the blocks'.
 """
 
@@ -18,7 +20,7 @@ from ultralytics.nn.modules.block import AAttn, Attention
 
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, RepViTBlock, SimAM
 from yolo_ext.prune import leaves, validate
-from yolo_ext.spec import ModuleSpec, add
+from yolo_ext.registry.spec import ModuleSpec, add
 
 # YOLOv10's SCDown, C2fCIB (a C2f: split), CIB and RepVGGDW need no line: they are traced. RepVGGDW must not become
 # a leaf: Torch-Pruning leaves the inside of every *instance* of a customized class untraced, subclasses included, and
@@ -44,4 +46,4 @@ SPECS: tuple[ModuleSpec, ...] = (
 )
 
 for _spec in SPECS:
-    add(_spec)
+    add(_spec, shipped=True)

@@ -9,8 +9,9 @@ network itself: it replaces the class output layers named by the head's :class:`
 (``class_branches``; every level, one-to-many and one-to-one), and leaves the pruned body, the box branches and the
 hidden layers of the class branches untouched.
 
-The fine-tune trainer calls it when the data has another number of classes (:mod:`yolo_ext.finetune`); it prints one
-line saying so, and the pruning record notes the change, so a checkpoint says which classes it was trained for.
+The fine-tune trainer calls it when the data has another number of classes (:mod:`yolo_ext.train.trainers`); it prints
+one line saying so, and the pruning record notes the change (:func:`yolo_ext.prune.record.note_class_change`), so a
+checkpoint says which classes it was trained for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from yolo_ext.prune.heads import check_supported_model, head_of
+from yolo_ext.prune.record import ClassChangeEntry, is_pruned, note_class_change
 
 __all__ = ["ClassChange", "ClassesError", "class_output_layers", "rebuild_class_outputs"]
 
@@ -49,10 +51,10 @@ class ClassChange:
                  if self.by_name else "")
         return f"Classes: {self.old_nc} -> {self.new_nc}{data}; rebuilt the class outputs, kept {body}{named}"
 
-    def record(self) -> dict:
-        """Plain data for the pruning record."""
-        return {"from": self.old_nc, "to": self.new_nc, "data": self.data, "by_name": list(self.by_name),
-                "date": datetime.now().isoformat(timespec="seconds")}
+    def entry(self) -> ClassChangeEntry:
+        """What the pruning record keeps of it."""
+        return ClassChangeEntry(self.old_nc, self.new_nc, self.data, self.by_name,
+                                datetime.now().isoformat(timespec="seconds"))
 
 
 def _resolve(head: nn.Module, path: str) -> nn.Module | None:
@@ -177,10 +179,6 @@ def rebuild_class_outputs(
     if isinstance(getattr(model, "yaml", None), dict):
         model.yaml["nc"] = new_nc
     model.__dict__.pop("criterion", None)  # a cached loss counts the old classes
-    history = list(getattr(model, "yolo_ext_pruning", None) or [])
-    change = ClassChange(old_nc, new_nc, data, tuple(str(names[j]) for j in sorted(matches)), bool(history))
-    if history:  # the latest pruning record notes which classes the network predicts since
-        last = dict(history[-1])
-        last["class_changes"] = [*last.get("class_changes", []), change.record()]
-        model.yolo_ext_pruning = [*history[:-1], last]
+    change = ClassChange(old_nc, new_nc, data, tuple(str(names[j]) for j in sorted(matches)), is_pruned(model))
+    note_class_change(model, change.entry())  # the latest pruning record notes which classes it predicts since
     return change
