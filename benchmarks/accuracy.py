@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,7 +38,8 @@ DEFAULT_SPARSE = REPO / "benchmarks" / "bccd_yolo11n_sparse.pt"
 OLD_RECIPE = {"optimizer": "AdamW", "lr0": 0.001, "warmup_epochs": 1}  # tools/finetune.py before the rework
 
 #: name -> how the base is pruned and fine-tuned. Keys: criterion, global (ranking), recipe ("rewind": the base's
-#: own train args, see yolo_ext.train.recipe.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned", "ultralytics"),
+#: own train args, see yolo_ext.train.recipe.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned",
+#: "ultralytics"),
 #: weights (DistillWeights fields), steps (gradual pruning: k prune + F/k fine-tune rounds), source ("sparse"),
 #: fraction (fine-tune epochs as this fraction of E instead of --finetune-fraction).
 VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs below the run count, first come first
@@ -154,16 +154,16 @@ def measure(weights: Path, job: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Do one run described by ``job`` (a dict made by :func:`plan`) and return its record."""
-    import yolo_ext  # noqa: F401
     from ultralytics import YOLO
 
+    import yolo_ext  # noqa: F401
+    from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
+    from yolo_ext.prune.checkpoint import prune_checkpoint
     from yolo_ext.train.distill import DistillWeights
     from yolo_ext.train.finetune import finetune
     from yolo_ext.train.iterative import iterative_prune
     from yolo_ext.train.sparse import sparse_trainer
     from yolo_ext.train.trainers import PrunedDetectionTrainer
-    from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
-    from yolo_ext.prune.checkpoint import prune_checkpoint
 
     out, key, seed = Path(job["out"]), job["key"], job["seed"]
     common = dict(data=job["data"], imgsz=job["imgsz"], batch=job["batch"], device=job["device"],
@@ -270,7 +270,7 @@ def drive(jobs: list[dict[str, Any]], args: argparse.Namespace, script: str = __
     todo = [j for j in jobs if j["key"] not in done]
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     while todo or running:
-        for key, (proc, job) in list(running.items()):
+        for key, (proc, _job) in list(running.items()):
             if proc.poll() is not None:
                 del running[key]
                 ok = proc.returncode == 0 and record_path(args.out, key).exists()
@@ -334,7 +334,8 @@ def summarize(jobs: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data YAML (default: ../shared/datasets/bccd)")
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="base checkpoint; trained (E epochs) if missing")
     p.add_argument("--sparse", type=Path, default=DEFAULT_SPARSE, help="BN-L1 sparse base; trained if missing")

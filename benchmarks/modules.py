@@ -409,7 +409,8 @@ def attention_breakdown(run: harness.Deployed, x: torch.Tensor, args: argparse.N
     idx = [i for i, m in enumerate(model.model) if type(m).__name__ in ATTENTION_TYPES]
     reps = max(5, min(15, args.runs))
     layer_ms, total_ms = harness.layer_cpu_ms(model, {str(i): model.model[i] for i in idx}, x, reps)
-    nodes = harness.ort_node_ms(run.onnx_path, x.numpy(), reps, args.threads, str(tmp / f"attprof-{run.onnx_path.stem}"))
+    nodes = harness.ort_node_ms(run.onnx_path, x.numpy(), reps, args.threads,
+                                str(tmp / f"attprof-{run.onnx_path.stem}"))
     prefixes = tuple(f"/model.{i}/" for i in idx)
     by_op: dict[str, float] = {}
     for node, op, ms in nodes:
@@ -595,7 +596,8 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
                           "fwd+bwd textbook", "fwd+bwd ratio", "saved MB ours / textbook", "max abs diff"],
                          "llrrrrrrrr", rows))
     print(
-        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept {load.cores:.2f} cores "
+        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept "
+        f"{load.cores:.2f} cores "
         f"busy on average. glibc kept freed memory: {kept}. Max abs diff: outputs of ours and the textbook module "
         "with the same weights (MCA's textbook std is torch.std's unbiased one, ours the population std)."
     )

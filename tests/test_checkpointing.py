@@ -11,15 +11,15 @@ import warnings
 
 import pytest
 import torch
-from conftest import randomize
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext
-from yolo_ext.train import grad_checkpoint as gc
-from yolo_ext.registry import spec as spec_table
+from conftest import randomize
 from yolo_ext.nn import MCA, C3k2_RVB, C3k2_RVB_SE, ContextAggregation, CoordAtt, RepViTBlock
+from yolo_ext.registry import spec as spec_table
 from yolo_ext.registry.spec import ModuleSpec, SpecError
+from yolo_ext.train import grad_checkpoint as gc
 
 C = 16
 

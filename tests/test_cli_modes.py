@@ -101,7 +101,8 @@ def test_refusals_from_the_api_exit_2(tmp_path):
 
 
 def test_console_script_lists_the_keys():
-    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": path}
     result = subprocess.run([EXE, "prune", "help"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

@@ -1,4 +1,5 @@
-"""tools/ options: both spellings of every long option, help shows one, `--steps` renamed in both tools, defaults kept."""
+"""tools/ options: both spellings of every long option, help shows one, `--steps` renamed in both tools, defaults
+kept."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
+from yolo_ext.prune import PruneConfig, PruningError, prune_model, record
 from yolo_ext.train.distill import DistillError, detect_widths, distill_losses, kept_channels
 from yolo_ext.train.recipe import EPOCHS_FRACTION, RECIPE_KEYS, finetune_recipe
-from yolo_ext.prune import PruneConfig, PruningError, prune_model, record
 
 IMGSZ = 128
 
@@ -140,11 +140,10 @@ def test_recipe_comes_from_the_base_training_args_and_its_epochs():
 def test_bad_teacher_is_refused_before_training(tmp_path):
     from ultralytics import YOLO
 
-    from yolo_ext.train.errors import FinetuneError
-
-    from yolo_ext.train.inputs import check_finetune_inputs, check_teacher, default_teacher
-    from yolo_ext.prune.checkpoint import prune_checkpoint
     from yolo_ext.demo import DEMO_DATA
+    from yolo_ext.prune.checkpoint import prune_checkpoint
+    from yolo_ext.train.errors import FinetuneError
+    from yolo_ext.train.inputs import check_finetune_inputs, check_teacher, default_teacher
 
     yolo = YOLO("yolo11n.yaml")
     yolo.model = trained_like()

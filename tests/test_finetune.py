@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+
 import pytest
 import torch
 from ultralytics import YOLO
@@ -13,11 +14,11 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
 from conftest import REPO, run_python, save_three_class
+from yolo_ext.prune import PruneConfig
+from yolo_ext.prune.checkpoint import prune_checkpoint
 from yolo_ext.train.errors import FinetuneError
 from yolo_ext.train.finetune import finetune, resume
 from yolo_ext.train.trainers import PrunedDetectionTrainer
-from yolo_ext.prune import PruneConfig
-from yolo_ext.prune.checkpoint import prune_checkpoint
 
 TRAIN = dict(imgsz=64, batch=4, workers=0, device="cpu", plots=False, val=True, exist_ok=True)
 
@@ -184,7 +185,7 @@ def test_val_tool_compares_checkpoints_in_one_table(pruned, tiny_bccd):
                    str(base), str(pruned))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and ".pt" in line]
-    assert len(rows) == 2 and rows[0].endswith("1.00x | 1.00x |")
+    assert len(rows) == 2 and rows[0].endswith("1.00x | 1.00x | 1.00 |")  # params, speed-up, efficiency
     params = [int(r.split("|")[6].replace(",", "")) for r in rows]
     assert params[1] < 0.5 * params[0]
     missing = _tool("val.py", "--data", str(tiny_bccd), str(base.with_name("nope.pt")))
@@ -192,22 +193,25 @@ def test_val_tool_compares_checkpoints_in_one_table(pruned, tiny_bccd):
 
 
 def test_train_tool_val_mode_and_errors(pruned, tiny_bccd, tmp_path):
-    result = _tool("train.py", "val", "--model_path", str(pruned), "--data_path", str(tiny_bccd), "--imgsz", "64",
-                   "--batch", "4", "--workers", "0")
+    result = _tool("train.py", "val", "--model_path", str(pruned), "--data", str(tiny_bccd), "--imgsz", "64",
+                   "--batch-size", "4", "--workers", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mAP50-95" in result.stdout
-    bad = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-coordatt.yaml", "--data_path", str(tmp_path / "x.yaml"))
+    bad = _tool("train.py", "train_ch", "--yaml", "yolo11n-coordatt.yaml", "--data", str(tmp_path / "x.yaml"))
     assert bad.returncode == 2 and "not found" in bad.stderr
-    unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data_path", str(tiny_bccd))
+    # the spellings of before issue 16 still run, and say what to write now
+    unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data-path", str(tiny_bccd),
+                    "--epoch", "1")
     assert unknown.returncode == 2 and "Shipped models" in unknown.stderr
+    assert all(f"write {new}" in unknown.stderr for new in ("--yaml", "--data", "--epochs")), unknown.stderr
 
 
 def test_auto_distils_from_the_network_it_was_pruned_from_and_the_default_does_not(pruned, tiny_bccd, tmp_path,
                                                                                      monkeypatch):
     """Issue 17 item 4: one meaning everywhere. teacher=None (Python) == --teacher none == the default: no teacher;
     'auto' opts in; a path distils from that file."""
-    from yolo_ext.cli.options import parse_key_values
     from yolo_ext.cli.commands.finetune import get_args_parser
+    from yolo_ext.cli.options import parse_key_values
 
     calls = []
     monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append(kw))  # the arguments, not a training

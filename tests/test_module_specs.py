@@ -18,10 +18,10 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 import yolo_ext
 from conftest import randomize
-from yolo_ext.registry import spec as spec_table
 from yolo_ext.prune import PruneConfig, prune_model
 from yolo_ext.prune.leaves import leaf_pruners
 from yolo_ext.prune.split import is_split_block
+from yolo_ext.registry import spec as spec_table
 from yolo_ext.registry.spec import ModuleSpec, SpecError
 
 YAML_SPECS = [s for s in spec_table.specs() if s.parse is not None]
@@ -110,7 +110,8 @@ def test_every_module_builds_prunes_reloads_and_exports(spec, tmp_path):
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(
             layer, (torch.randn(1, seen[id(layer)], 8, 12),), str(path), dynamo=False, opset_version=17,
-            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
+            input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for shape in ((1, seen[id(layer)], 8, 12), (2, seen[id(layer)], 10, 6)):

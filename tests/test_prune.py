@@ -14,13 +14,13 @@ from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 import yolo_ext
 from conftest import randomize
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
-from yolo_ext.prune import PruneConfig, PruningError, prune_model
+from yolo_ext.prune import PruneConfig, PrunedModelError, PruningError, prune_model
 from yolo_ext.prune.engine import protected_layers
-from yolo_ext.prune import PrunedModelError
 from yolo_ext.prune.validate import check_model, output_shapes
 
 IMGSZ = 128  # small inputs keep the suite fast; every code path is the same as at 640
-STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml", "yolov10n.yaml"]  # yolo12: A2C2f; v10: PSA, CIB
+# yolo12: A2C2f; v10: PSA, CIB
+STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml", "yolov10n.yaml"]
 SHIPPED = [str(yolo_ext.model_yaml(name)) for name in yolo_ext.model_names("n")]
 
 

@@ -211,7 +211,8 @@ def test_tracebacks_through_the_edited_parser_show_its_source():
     d["head"][6][3] = [0]  # reduction 0 raises inside the parser
     with pytest.raises(ModelYAMLError) as info:
         build(d)
-    frames = [f for f in traceback.extract_tb(info.value.__cause__.__traceback__) if f.filename.startswith("<yolo_ext edit")]
+    frames = [f for f in traceback.extract_tb(info.value.__cause__.__traceback__)
+              if f.filename.startswith("<yolo_ext edit")]
     assert frames and all(f.line for f in frames), frames
     assert "m(*args)" in frames[-1].line  # the line that built the layer
     assert "_yolo_ext_attention" in inspect.getsource(tasks.parse_model.__wrapped__)

@@ -68,7 +68,8 @@ def plain(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pruned(plain) -> Path:
-    return prune_checkpoint(plain, PruneConfig(ratio=0.4, imgsz=64), plain.with_name("pruned.pt"), latency_runs=0).output
+    config = PruneConfig(ratio=0.4, imgsz=64)
+    return prune_checkpoint(plain, config, plain.with_name("pruned.pt"), latency_runs=0).output
 
 
 def prune_args(source: Path, *extra: str) -> list[str]:
@@ -127,12 +128,14 @@ def test_request_that_removes_nothing_is_refused(plain, tmp_path, extra):
 
 def test_tiny_ratio_says_what_was_removed(plain, tmp_path):
     out = tmp_path / "tiny.pt"
-    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9", "--prune-type", "l1"))
+    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9",
+                                                          "--prune-type", "l1"))
     assert code == 0, err
     note = next(line for line in stdout.splitlines() if line.startswith("Note:"))
     assert "asked for ratio 1e-09" in note and "of the params" in note
     assert note in out.with_suffix(".txt").read_text()
-    code, stdout, _ = tool_main("prune.py", *prune_args(plain, "--output", str(tmp_path / "zero.pt"), "--prune_ratio", "0"))
+    code, stdout, _ = tool_main("prune.py", *prune_args(plain, "--output", str(tmp_path / "zero.pt"),
+                                                        "--prune_ratio", "0"))
     assert code == 0 and "Note:" not in stdout  # ratio 0 is an explicit copy, not a mistake
 
 

@@ -18,20 +18,25 @@ import torch_pruning as tp
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.tasks import (
-    ClassificationModel, DetectionModel, OBBModel, PoseModel, RTDETRDetectionModel, SegmentationModel,
+    ClassificationModel,
+    DetectionModel,
+    OBBModel,
+    PoseModel,
+    RTDETRDetectionModel,
+    SegmentationModel,
 )
 
 from conftest import randomize, run_python
 from test_safety import tool_main
-from yolo_ext.train.errors import FinetuneError
-from yolo_ext.train.finetune import finetune
-from yolo_ext.train.inputs import check_teacher
-from yolo_ext.train.trainers import PRUNED_TRAINERS, PrunedDetectionTrainer
-from yolo_ext.train.iterative import iterative_prune
-from yolo_ext.prune import PrunedModelError, PruneConfig, PruningError, prune_model
+from yolo_ext.prune import PruneConfig, PrunedModelError, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs
 from yolo_ext.prune.validate import check_model, output_shapes, prediction_tensors
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_teacher
+from yolo_ext.train.iterative import iterative_prune
+from yolo_ext.train.trainers import PRUNED_TRAINERS, PrunedDetectionTrainer
 
 IMGSZ = 64
 KPT_SHAPE = (4, 3)  # a small keypoint layout keeps the pose head and its labels short

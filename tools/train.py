@@ -1,4 +1,4 @@
-"""Train a stock Ultralytics model (train_ori), a yolo_ext model YAML (train_ch), or report a checkpoint's metrics (val).
+"""Train a stock Ultralytics model (train_ori) or a yolo_ext model YAML (train_ch), or report a checkpoint's metrics.
 
 The options and the work live in :mod:`yolo_ext.cli.commands.train`.
 """

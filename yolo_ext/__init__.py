@@ -27,7 +27,7 @@ from yolo_ext.integration import (
     is_installed,
     uninstall,
 )
-from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, SimAM
+from yolo_ext.nn import MCA, C3k2_RVB, C3k2_RVB_SE, ContextAggregation, CoordAtt, SimAM
 from yolo_ext.registry import ModuleSpec, SpecError, register_module, registered_modules, unregister_module
 from yolo_ext.train.grad_checkpoint import checkpointing, checkpointing_enabled, set_checkpointing
 

@@ -44,7 +44,8 @@ class Mode:
 #: mode name -> Mode. Ultralytics has no modes of these names; everything else goes to its entrypoint.
 MODES = {
     "prune": Mode("yolo_ext.cli.commands.prune", "yolo-ext prune model=best.pt ratio=0.4"),
-    "finetune": Mode("yolo_ext.cli.commands.finetune", "yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10",
+    "finetune": Mode("yolo_ext.cli.commands.finetune",
+                     "yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10",
                      required=("model_path", "data"), unless="resume"),
     "iterative": Mode("yolo_ext.cli.commands.iterative",
                       "yolo-ext iterative model=best.pt data=data.yaml target_params=0.5 rounds=3"),
@@ -101,7 +102,8 @@ _SPECIAL |= {f"-{k}" for k in _SPECIAL} | {f"--{k}" for k in _SPECIAL}
 
 def _check_words(words: list[str]) -> None:
     """A bare word that is no mode, task or Ultralytics command is a typo: suggest the nearest (prune for 'prun')."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT, MODES as UL_MODES, TASKS
+    from ultralytics.cfg import DEFAULT_CFG_DICT, TASKS
+    from ultralytics.cfg import MODES as UL_MODES
 
     for word in words:
         bare = word[2:] if word.startswith("--") else word  # Ultralytics drops leading dashes and a trailing comma
@@ -113,7 +115,8 @@ def _check_words(words: list[str]) -> None:
         close = difflib.get_close_matches(bare.lower(), [*MODES, *UL_MODES, *TASKS], n=1, cutoff=0.6)
         maybe = f" Did you mean {close[0]}?" if close else ""
         raise UsageError(f"{word!r} is not a yolo-ext mode, task or key=value argument.{maybe} Modes: "
-                         f"{', '.join(UL_MODES)} (Ultralytics), {', '.join(MODES)} (yolo_ext); yolo-ext help lists them.")
+                         f"{', '.join(UL_MODES)} (Ultralytics), {', '.join(MODES)} (yolo_ext); yolo-ext help lists "
+                         "them.")
 
 
 def _print_help() -> None:
@@ -156,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Ultralytics reads the argv it captured at import time; hand it ours instead of a space-joined debug string.
     # Put back what was there afterwards: main() may be called in-process (tests, notebooks).
-    from yolo_ext.train.errors import FinetuneError
     from yolo_ext.prune.errors import CheckpointError, PruningError
+    from yolo_ext.train.errors import FinetuneError
 
     previous, cfg.ARGV = cfg.ARGV, ultralytics_argv
     quiet = None if help_asked else _DropHelp(cfg.CLI_HELP_MSG)  # it logs its whole help before a SyntaxError

@@ -233,10 +233,12 @@ def parse_key_values(
         if action is None:
             close = difflib.get_close_matches(key, list(keys), n=1)
             maybe = f" Did you mean {close[0]}=?" if close else ""
-            raise OptionError(f"Unknown key {key!r}.{maybe} Keys: {', '.join(_listing(parser))} (help: describes them).")
+            raise OptionError(f"Unknown key {key!r}.{maybe} Keys: {', '.join(_listing(parser))} "
+                              "(help: describes them).")
         if id(action) in written:
             raise OptionError(
-                f"{key}= is given twice ({written[id(action)]}={given_values[id(action)]}, {key}={value}); give it once."
+                f"{key}= is given twice ({written[id(action)]}={given_values[id(action)]}, {key}={value}); give it "
+                "once."
                 if written[id(action)] == key else
                 f"{written[id(action)]}= and {key}= are the same option ({written[id(action)]}="
                 f"{given_values[id(action)]}, {key}={value}); give it once."

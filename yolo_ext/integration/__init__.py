@@ -19,7 +19,7 @@ module, and ``_yolo_ext_attention`` / ``_c3k2``         edited parser reads (kep
                                                         (:func:`yolo_ext.train.keep_pruned.keep_pruned_network`)
 ``ultralytics.engine.model.Model.train``                the same, where that callback does not run (DDP parents,
                                                         ``YOLO`` objects made before the import)
-torch's safe globals (``add_safe_globals``)             yolo_ext's pickled classes load under ``ULTRALYTICS_SAFE_LOAD=1``
+torch's safe globals (``add_safe_globals``)             yolo_ext's pickled classes load with ULTRALYTICS_SAFE_LOAD=1
 ``forward`` of classes whose spec says                  gradient checkpointing while training, when switched on
 ``checkpoint=True``                                     (:mod:`yolo_ext.train.grad_checkpoint`)
 =====================================================  ==============================================================

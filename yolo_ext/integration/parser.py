@@ -82,7 +82,8 @@ def kind_set(kind: str) -> str:
 def _fail(what: str) -> RegistrationError:
     return RegistrationError(
         f"yolo_ext cannot extend the model parser of ultralytics {ultralytics.__version__}: {what}. "
-        f"yolo_ext needs ultralytics{SUPPORTED_ULTRALYTICS}; install it with pip install 'ultralytics{SUPPORTED_ULTRALYTICS}'."
+        f"yolo_ext needs ultralytics{SUPPORTED_ULTRALYTICS}; install it with "
+        f"pip install 'ultralytics{SUPPORTED_ULTRALYTICS}'."
     )
 
 
@@ -103,7 +104,8 @@ class _ParserEditor(ast.NodeTransformer):
             and node.value.args
             and isinstance(node.value.args[0], ast.Set)
         ):
-            node.value.args[0].elts.append(ast.Starred(value=ast.Name(id=kind_set("c3k2"), ctx=ast.Load()), ctx=ast.Load()))
+            kind = ast.Name(id=kind_set("c3k2"), ctx=ast.Load())
+            node.value.args[0].elts.append(ast.Starred(value=kind, ctx=ast.Load()))
             self.sets_extended.add(target.id)
         return self.generic_visit(node)
 
@@ -213,7 +215,8 @@ def _check_names(d: dict) -> None:
             import ultralytics.nn.modules as um
 
             raise UnknownModuleError(
-                f"Unknown module {name!r} at model YAML layer {i}. yolo_ext modules: {', '.join(registered_modules())}. "
+                f"Unknown module {name!r} at model YAML layer {i}. yolo_ext modules: "
+                f"{', '.join(registered_modules())}. "
                 f"Ultralytics modules: {', '.join(sorted(um.__all__))}; torch modules are written nn.Name. "
                 "Check the spelling, and that `import yolo_ext` ran before the model was built."
             )
@@ -231,7 +234,7 @@ def make_entry(patched: Callable[..., Any]) -> Callable[..., Any]:
     (``Conv.default_act``, which a YAML's ``activation`` sets, is put back on any failure)."""
 
     def parse_model(d: dict, ch: int, verbose: bool = True):
-        """Ultralytics' parse_model with yolo_ext modules, clear YAML errors and Conv.default_act restored on failure."""
+        """Ultralytics' parse_model with yolo_ext modules, clear YAML errors, Conv.default_act restored on failure."""
         _check_names(d)
         default_act = Conv.default_act
         try:

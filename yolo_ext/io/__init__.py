@@ -1,1 +1,1 @@
-"""Files: writing them atomically (:mod:`.atomic`) and reading checkpoints as Ultralytics would (:mod:`.checkpoints`)."""
+"""Files: writing them atomically (:mod:`.atomic`), reading checkpoints as Ultralytics would (:mod:`.checkpoints`)."""

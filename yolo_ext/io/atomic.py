@@ -32,7 +32,8 @@ _TEMP = re.compile(r"^\.(?P<stem>.+)\.yolo_ext-(?P<pid>\d+)\.tmp(?P<suffix>\.[^.
 
 
 def temp_path(final: str | Path) -> Path:
-    """The hidden temporary name this process writes ``final`` under: ``.<stem>.yolo_ext-<pid>.tmp<suffix>`` beside it."""
+    """The hidden temporary name this process writes ``final`` under: ``.<stem>.yolo_ext-<pid>.tmp<suffix>``,
+    beside it."""
     final = Path(final)
     return final.with_name(f".{final.stem}.yolo_ext-{os.getpid()}.tmp{final.suffix}")
 

@@ -139,7 +139,8 @@ def check_writable(folder: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is a file. Choose another --output.")
+        raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is a file. "
+                              "Choose another --output.")
     if existing != folder:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is not writable. "
@@ -149,7 +150,8 @@ def check_writable(folder: Path) -> None:
     try:
         probe.touch(exist_ok=False)
     except OSError as e:
-        raise CheckpointError(f"Cannot write to the folder {str(folder)!r} ({e.strerror or e}). Choose another --output.") from e
+        raise CheckpointError(f"Cannot write to the folder {str(folder)!r} ({e.strerror or e}). "
+                              "Choose another --output.") from e
     probe.unlink(missing_ok=True)
 
 
@@ -160,7 +162,8 @@ def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
         raise CheckpointError(f"Refusing to overwrite the input checkpoint {str(source)!r}; choose another --output.")
     if output.suffix.lower() in {".txt", ".png"}:
         raise CheckpointError(
-            f"--output {str(output)!r} ends in {output.suffix}: the report ({output.with_suffix('.txt').name}) and plot "
+            f"--output {str(output)!r} ends in {output.suffix}: the report ({output.with_suffix('.txt').name}) and "
+            "plot "
             f"({output.with_suffix('.png').name}) written beside the checkpoint would replace it. "
             f"Name the checkpoint .pt, e.g. {str(output.with_suffix('.pt'))!r}."
         )

@@ -8,6 +8,10 @@ numbers, from ``benchmarks/prune_latency.py`` and ``benchmarks/accuracy.py`` (``
 the previous default (global LAMP at ratio 0.4, widths left as they fell) ran only 1.2x faster in ONNX Runtime; this
 one runs about 1.6x faster on the same checkpoint, at a prune time under 2 s for n/s models, and needs no latency
 measurement (``--target-latency`` measures).
+
+This is the tools' default only: ``PruneConfig()``'s own field defaults (uniform L1 at ratio 0.4) are the plain
+API's; ``PruneConfig(**default_fields())`` prunes as the tools do. Device and teacher defaults, by contrast, are the
+same in the API and on every command line (Ultralytics' device choice; no teacher).
 """
 
 from __future__ import annotations

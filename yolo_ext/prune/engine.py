@@ -32,7 +32,6 @@ from yolo_ext.prune.split import split_blocks
 from yolo_ext.prune.tracking import FeatureTaps, LayerCap, check_layer_cap
 from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, output_shapes
 
-
 #: how channels are spread over the groups (see PruneConfig.allocation)
 ALLOCATIONS = ("ratio", "cost")
 

@@ -80,7 +80,8 @@ class LeafPruner(tp.pruner.BasePruningFunc):
     def channels(self, layer: nn.Module) -> int:
         """Input (= output) channels: as counted while tracing, minus what was removed since."""
         if id(layer) not in self._channels:
-            raise RuntimeError(f"{type(layer).__name__} was not seen while the graph was traced; cannot count its channels.")
+            raise RuntimeError(f"{type(layer).__name__} was not seen while the graph was traced; cannot count its "
+                               "channels.")
         return self._channels[id(layer)]
 
     def prune(self, layer: nn.Module, idxs: Sequence[int]) -> None:
@@ -110,7 +111,9 @@ class RepairLeaf(LeafPruner):
     group ``i // (C // groups)``, and Torch-Pruning removes a position from every group at once.
     """
 
-    def __init__(self, repair: Callable[[nn.Module, list[int]], None], groups: Callable[[nn.Module], int] | None = None):
+    def __init__(
+        self, repair: Callable[[nn.Module, list[int]], None], groups: Callable[[nn.Module], int] | None = None
+    ) -> None:
         super().__init__()
         self.repair, self.groups = repair, groups
 
@@ -136,7 +139,8 @@ class CoordAttPruner(LeafPruner):
         _prune_conv_out(layer.conv_h, idxs)
         _prune_conv_out(layer.conv_w, idxs)
         mid = layer.conv1.conv.out_channels
-        inner = _weakest_inner(mid, _scaled(mid, old, old - len(idxs), layer.min_mid), layer.conv1.conv, [layer.conv_h, layer.conv_w])
+        new_mid = _scaled(mid, old, old - len(idxs), layer.min_mid)
+        inner = _weakest_inner(mid, new_mid, layer.conv1.conv, [layer.conv_h, layer.conv_w])
         if inner:
             _prune_conv_out(layer.conv1, inner)
             _prune_conv_in(layer.conv_h, inner)
@@ -242,7 +246,9 @@ def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]
         pruner = pruners.get(type(m))
         if pruner is not None:
             if isinstance(pruner, LeafPruner):
-                hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
+                hooks.append(
+                    m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1]))
+                )
             stand_ins.append((m, _identity_to_graph))
         elif type(m) in HEADS:
             stand_ins.append((m, trace_branches))

@@ -56,7 +56,8 @@ class FeatureChannels:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> FeatureChannels:
         d = d or {}
-        return cls(tuple(int(w) for w in d.get("widths") or ()), tuple(tuple(int(i) for i in k) for k in d.get("kept") or ()))
+        widths = tuple(int(w) for w in d.get("widths") or ())
+        return cls(widths, tuple(tuple(int(i) for i in k) for k in d.get("kept") or ()))
 
     def to_dict(self) -> dict[str, Any]:
         return {"widths": list(self.widths), "kept": [list(k) for k in self.kept]} if self.widths else {}

@@ -13,6 +13,7 @@ channel with no projector (see :mod:`yolo_ext.train.distill`).
 from __future__ import annotations
 
 import math
+
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import Detect
@@ -46,7 +47,8 @@ class LayerCap:
         graph, items = self.pruner.DG, list(group)
         n = allowed = len(items[0].idxs)
         for dep, idxs in items:
-            if dep.target.type == tp.ops.OPTYPE.PARAMETER or not idxs or not graph.is_out_channel_pruning_fn(dep.handler):
+            if (dep.target.type == tp.ops.OPTYPE.PARAMETER or not idxs
+                    or not graph.is_out_channel_pruning_fn(dep.handler)):
                 continue
             module = dep.target.module
             initial, current = self.pruner.layer_init_out_ch.get(module), graph.get_out_channels(module)

@@ -96,7 +96,8 @@ def register_module(
             )
         if cls.__module__ == "__main__":
             warnings.warn(
-                f"{cls.__qualname__} is defined in __main__: checkpoints that contain it will only load in this script. "
+                f"{cls.__qualname__} is defined in __main__: checkpoints that contain it will only load in this "
+                "script. "
                 "Move the class (and its register_module call) into an importable module.",
                 stacklevel=2,
             )

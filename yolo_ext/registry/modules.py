@@ -18,7 +18,7 @@ from torch import nn
 from ultralytics.nn.modules import C2PSA, PSA, C2f
 from ultralytics.nn.modules.block import AAttn, Attention
 
-from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, MCA, ContextAggregation, CoordAtt, RepViTBlock, SimAM
+from yolo_ext.nn import MCA, C3k2_RVB, C3k2_RVB_SE, ContextAggregation, CoordAtt, RepViTBlock, SimAM
 from yolo_ext.prune import leaves, validate
 from yolo_ext.registry.spec import ModuleSpec, add
 
@@ -31,7 +31,8 @@ SPECS: tuple[ModuleSpec, ...] = (
     ModuleSpec(C3k2_RVB_SE, parse="c3k2", prune="split"),
     ModuleSpec(CoordAtt, prune=leaves.CoordAttPruner, checkpoint=True),
     ModuleSpec(MCA, prune=leaves.MCAPruner, checkpoint=True),
-    ModuleSpec(ContextAggregation, prune=leaves.ContextAggregationPruner, check=validate.check_context_aggregation, checkpoint=True),
+    ModuleSpec(ContextAggregation, prune=leaves.ContextAggregationPruner, check=validate.check_context_aggregation,
+               checkpoint=True),
     ModuleSpec(SimAM, prune="trace"),
     # yolo_ext inner blocks (built by the modules above, not named in YAMLs)
     ModuleSpec(RepViTBlock, parse=None, checkpoint=True),

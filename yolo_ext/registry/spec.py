@@ -82,7 +82,8 @@ class ModuleSpec:
         name: the YAML name; defaults to the class name.
         checkpoint: whether training runs the module's forward under ``torch.utils.checkpoint`` when checkpointing is
             switched on (``YOLO_EXT_CHECKPOINT=1`` / :func:`yolo_ext.set_checkpointing`); see
-            :mod:`yolo_ext.train.grad_checkpoint`. Worth it for blocks whose inner activations are large next to their input
+            :mod:`yolo_ext.train.grad_checkpoint`. Worth it for blocks whose inner activations are large next to their
+            input
             (attention gates, RepViT blocks). Subclasses inherit the wrapped forward unless they define their own.
 
     Examples:
@@ -121,7 +122,8 @@ class ModuleSpec:
                     f"{where}: prune='split' is for C2f / C2PSA / PSA subclasses; {cls.__name__} is not one."
                 )
         elif self.prune is not None and not callable(self.prune):
-            raise SpecError(f"{where}: prune must be a prune kind, a LeafPruner subclass or a function, got {self.prune!r}.")
+            raise SpecError(f"{where}: prune must be a prune kind, a LeafPruner subclass or a function, "
+                            f"got {self.prune!r}.")
         if not isinstance(self.checkpoint, bool):
             raise SpecError(f"{where}: checkpoint must be True or False, got {self.checkpoint!r}.")
         if self.groups is not None and not self.leaf:

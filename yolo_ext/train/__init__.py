@@ -47,7 +47,13 @@ _HOMES = {
     "PrunedOBBTrainer": "trainers", "PrunedPoseTrainer": "trainers", "PrunedSegmentationTrainer": "trainers",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "DEFAULT_TEACHER", "PRUNED_TRAINERS", "ClassChange", "ClassesError", "DistillError", "DistillWeights",
+    "FinetuneError", "PrunedDetectionTrainer", "PrunedDistillationModel", "PrunedOBBTrainer", "PrunedPoseTrainer",
+    "PrunedSegmentationTrainer", "SparseDetectionTrainer", "finetune", "finetune_recipe", "iterative_prune",
+    "rebuild_class_outputs", "resume", "sparse_trainer",
+]
+assert sorted(__all__) == sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:

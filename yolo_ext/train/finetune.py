@@ -42,7 +42,8 @@ def finetune(
 
     Arguments not given follow :func:`finetune_recipe` (the base network's own recipe, 30% of its epochs).
     ``trainer`` defaults to the one of the checkpoint's task (:data:`PRUNED_TRAINERS`); a given one must train that
-    task. ``teacher`` (detection only) is a network to distil from (:mod:`yolo_ext.train.distill`): None (the default, as
+    task. ``teacher`` (detection only) is a network to distil from (:mod:`yolo_ext.train.distill`): None (the default,
+    as
     ``--teacher none``) trains without one; a checkpoint path distils from it (it must be a network the model was
     pruned from); ``"auto"`` from the one the model was pruned from when its file is still there
     (:func:`find_default_teacher`; without one, or for another task, it trains without a teacher and says why).

@@ -220,7 +220,8 @@ def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
 def install(cls: type[nn.Module]) -> None:
     """Wrap ``cls.forward`` so instances are checkpointed while the switch is on (idempotent).
 
-    Called by :mod:`yolo_ext.integration` for specs with ``checkpoint=True``. An inherited forward is wrapped on ``cls`` itself
+    Called by :mod:`yolo_ext.integration` for specs with ``checkpoint=True``. An inherited forward is wrapped on
+    ``cls`` itself
     (the base class is left alone); a base class's wrapper is unwrapped first, so nothing is checkpointed twice.
     """
     if cls in _OWN_FORWARDS:

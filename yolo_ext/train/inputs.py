@@ -77,7 +77,8 @@ def check_task_data(model: torch.nn.Module, data: dict) -> None:
 
 
 def check_distillable(model: torch.nn.Module, what: str) -> None:
-    """Distillation (:mod:`yolo_ext.train.distill`) compares detection outputs only; refuse it for other tasks rather than
+    """Distillation (:mod:`yolo_ext.train.distill`) compares detection outputs only; refuse it for other tasks rather
+    than
     leave their masks, keypoints or angles untaught while looking like it worked."""
     task = check_supported_model(model, "yolo_ext fine-tunes").task
     if task != "detect":
@@ -237,7 +238,8 @@ def find_default_teacher(model_path: str | Path, model: DetectionModel) -> tuple
         return None, "fine-tuning without a teacher: it has no pruning record naming the network it was pruned from"
     digest = history[0].source_sha256
     student = Path(model_path).resolve()
-    candidates = [c for c in dict.fromkeys(p.resolve() for p in (Path(source), Path(model_path).parent / Path(source).name))
+    places = (Path(source), Path(model_path).parent / Path(source).name)
+    candidates = [c for c in dict.fromkeys(p.resolve() for p in places)
                   if c != student and c.is_file()]
     reasons = []
     for candidate in candidates:

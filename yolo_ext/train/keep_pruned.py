@@ -2,8 +2,9 @@
 ``yolo-ext train model=pruned.pt ...``.
 
 Ultralytics' ``DetectionTrainer.get_model`` rebuilds the network from its YAML and copies only the tensors whose shapes
-still match, which silently undoes a pruning (2.59M params back from 0.93M, "Transferred 89/499 items", the pruning
-record gone). Two hooks, both installed (and removed) by :mod:`yolo_ext.integration`, pick the trainer of
+still match, which silently undoes a pruning (the unpruned parameter count is back, Ultralytics logs "Transferred
+N/M items", the pruning record is gone). Two hooks, both installed (and removed) by :mod:`yolo_ext.integration`,
+pick the trainer of
 :data:`yolo_ext.train.trainers.PRUNED_TRAINERS` for a network that carries a pruning record: the stock trainer of its
 task (``DetectionTrainer``, ``SegmentationTrainer``, ``PoseTrainer``, ``OBBTrainer``) becomes its pruned subclass,
 which only changes how the network is obtained and saved, and a warning says so. Other trainer classes are not

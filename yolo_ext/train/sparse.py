@@ -26,7 +26,9 @@ class SparseDetectionTrainer(PrunedDetectionTrainer):
     bn_l1: float = 1e-4
     keep_given_model: bool = True
 
-    def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True) -> DetectionModel:
+    def get_model(
+        self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True
+    ) -> DetectionModel:
         """The given network (pruned or trained), or a new one from ``cfg`` when sparse training starts from a YAML."""
         if weights is None or not self.keep_given_model:
             return DetectionTrainer.get_model(self, cfg, weights, verbose)
@@ -52,7 +54,9 @@ class _L1Subgradient:
 
 
 def sparse_trainer(bn_l1: float, keep_given_model: bool = True) -> type[SparseDetectionTrainer]:
-    """A SparseDetectionTrainer class with penalty ``bn_l1`` (typical: 1e-4 .. 1e-3), for ``model.train(trainer=...)``."""
+    """A SparseDetectionTrainer class with penalty ``bn_l1`` (typical: 1e-4 .. 1e-3), for
+    ``model.train(trainer=...)``."""
     if not bn_l1 > 0:
         raise FinetuneError(f"The BN L1 penalty must be > 0, got {bn_l1!r}; typical values are 1e-4 to 1e-3.")
-    return type("SparseDetectionTrainer", (SparseDetectionTrainer,), {"bn_l1": bn_l1, "keep_given_model": keep_given_model})
+    attrs = {"bn_l1": bn_l1, "keep_given_model": keep_given_model}
+    return type("SparseDetectionTrainer", (SparseDetectionTrainer,), attrs)

@@ -73,10 +73,13 @@ class PrunedDetectionTrainer(DetectionTrainer):
         super().set_model_attributes()
         if self.args.distill_model:
             check_distillable(self.model, "the network being trained")
-        if self.args.distill_model and self.distill_method == "pruned" and not isinstance(self.model, DistillationModel):
+        wrap = self.distill_method == "pruned" and not isinstance(self.model, DistillationModel)
+        if self.args.distill_model and wrap:
             self.model = PrunedDistillationModel(self.args.distill_model, self.model, self.distill_weights)
 
-    def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True) -> DetectionModel:
+    def get_model(
+        self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True
+    ) -> DetectionModel:
         """Return ``weights`` itself (the pruned network), after checking it fits this trainer's task and the data;
         its class outputs are rebuilt if the data has other classes."""
         if not isinstance(weights, DetectionModel):

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from yolo_ext.demo import run_demo
 from yolo_ext.cli.options import ArgumentParser
+from yolo_ext.demo import run_demo
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,10 @@ import argparse
 import sys
 
 import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints load)
+from yolo_ext.cli.options import ArgumentParser
 from yolo_ext.train.errors import FinetuneError
 from yolo_ext.train.finetune import finetune, resume
 from yolo_ext.train.recipe import DEFAULT_TEACHER, teacher_option
-from yolo_ext.cli.options import ArgumentParser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,8 +56,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             if not args.model_path or not args.data:
                 raise FinetuneError("--model-path and --data are required (or --resume path/to/last.pt).")
-            names = {"epochs": "epochs", "batch_size": "batch", "imgsz": "imgsz", "lr0": "lr0", "optimizer": "optimizer",
-                     "warmup_epochs": "warmup_epochs"}  # given options; the rest follows the base's recipe
+            names = {"epochs": "epochs", "batch_size": "batch", "imgsz": "imgsz", "lr0": "lr0",
+                     "optimizer": "optimizer", "warmup_epochs": "warmup_epochs"}  # given; the rest: the base's recipe
             chosen = {train: getattr(args, opt) for opt, train in names.items() if hasattr(args, opt)}
             model = finetune(
                 args.model_path, args.data, require_pruned=not args.allow_unpruned, teacher=args.teacher,

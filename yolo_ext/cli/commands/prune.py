@@ -16,11 +16,11 @@ import yolo_ext  # noqa: F401  (registers yolo_ext modules so their checkpoints 
 from yolo_ext.cli.options import ArgumentParser
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND
 from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PruneConfig, PrunedModelError, PruningError
-from yolo_ext.train.grad_checkpoint import checkpointing_enabled
 from yolo_ext.prune.checkpoint import prune_checkpoint
 from yolo_ext.prune.defaults import DEFAULT_ROUND_TO, DEFAULT_TARGET, default_allocation
 from yolo_ext.prune.engine import ALLOCATIONS
 from yolo_ext.prune.importance import NEEDS_GRADIENTS
+from yolo_ext.train.grad_checkpoint import checkpointing_enabled
 
 
 def round_to_option(value: str) -> int | str:
@@ -68,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="reach the ratio in this many pruning steps, without training in between")
     p.add_argument("--protect", nargs="*", default=[], help="module names whose channels stay, e.g. model.9 model.10")
     p.add_argument("--imgsz", type=int,
-                   help="deployment input size for GFLOPs and latency (default: the size the checkpoint was trained at)")
+                   help="deployment input size for GFLOPs and latency (default: the size the checkpoint was trained "
+                        "at)")
     p.add_argument("--data", help="data YAML; required by --prune-type taylor (gradients on a few train batches)")
     p.add_argument("--batches", type=int, default=4, help="batches of --data for taylor")
     p.add_argument("--batch-size", "--batch", type=int, default=8, help="batch size for taylor")

@@ -1,4 +1,4 @@
-"""Train a stock Ultralytics model (train_ori), a yolo_ext model YAML (train_ch), or report a checkpoint's metrics (val).
+"""Train a stock Ultralytics model (train_ori) or a yolo_ext model YAML (train_ch), or report a checkpoint's metrics.
 
 tools/train.py train_ch --yaml yolo11n-coordatt.yaml --data data.yaml --epochs 100
 tools/train.py train_ori --yaml yolo11n.yaml --data data.yaml
