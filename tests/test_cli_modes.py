@@ -108,3 +108,18 @@ def test_console_script_lists_the_keys():
     lines = result.stdout.splitlines()
     for key in ("model_path (model)", "prune_type", "prune_ratio (ratio)", "target_params", "output", "overwrite"):
         assert any(line.strip().startswith(key) for line in lines), key
+
+
+def test_val_and_iterative_are_yolo_ext_modes_with_the_tools_options(tmp_path):
+    """yolo-ext val / iterative: the same parser as tools/val.py / iterative_prune.py, in key=value form."""
+    from yolo_ext.cli.commands import iterative, val
+    from yolo_ext.cli.options import parse_key_values
+
+    args = parse_key_values(val.get_args_parser(), ["data=d.yaml", "checkpoints=[a.pt,b.pt]", "imgsz=320"])
+    assert args.checkpoints == ["a.pt", "b.pt"] and args.imgsz == 320 and args.data == "d.yaml"
+    args = parse_key_values(iterative.get_args_parser(), ["model=a.pt", "data=d.yaml", "ratio=0.5", "rounds=2"])
+    assert (args.model_path, args.prune_ratio, args.rounds) == ("a.pt", 0.5, 2)
+    code, _, err = yolo_ext("val", "data=d.yaml")
+    assert code == 2 and "checkpoints" in err
+    code, out, _ = yolo_ext("iterative", "help")
+    assert code == 0 and "rounds" in out and "target_params" in out

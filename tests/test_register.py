@@ -180,7 +180,7 @@ def test_unsupported_parser_fails_loudly(monkeypatch):
     def parse_model(d, ch, verbose=True):  # a parser without the frozensets yolo_ext extends
         return None
 
-    with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8.4,<8.5"):
+    with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8\.4\.104,<8\.5"):
         reg.build_parser(parse_model)
 
 

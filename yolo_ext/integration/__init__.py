@@ -201,7 +201,7 @@ def _install(state: _Installation) -> None:
 
 def _pickled_classes() -> list[type]:
     """Classes a checkpoint may pickle: every nn.Module class defined in yolo_ext.nn (inner blocks included), the
-    distillation wrapper a distillation run's ``last.pt`` holds, and, for each registered module of the user's, the
+    distillation wrapper a distillation run's ``last.pt`` holds, and each registered module of the user's with the
     nn.Module classes defined beside it."""
     from yolo_ext.train import distill
 
@@ -214,7 +214,8 @@ def _pickled_classes() -> list[type]:
         for obj in vars(mod).values()
         if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == name
     ]
-    return [*classes, distill.PrunedDistillationModel, distill.DistillWeights]
+    registered = [s.cls for s in spec_table.specs() if s.parse is not None and s.cls not in classes]
+    return [*classes, *dict.fromkeys(registered), distill.PrunedDistillationModel, distill.DistillWeights]
 
 
 def _safe_globals_supported() -> bool:
@@ -246,7 +247,9 @@ def _sync() -> None:
             if tasks.__dict__.get(s.name) is not s.cls:
                 state.set(tasks, s.name, s.cls)
         for kind in PARSE_KINDS:
-            state.set(tasks, kind_set(kind), frozenset(s.cls for s in yaml_specs if s.parse == kind))
+            members = frozenset(s.cls for s in yaml_specs if s.parse == kind)
+            if tasks.__dict__.get(kind_set(kind)) != members:
+                state.set(tasks, kind_set(kind), members)
         if _safe_globals_supported():
             wanted = _pickled_classes()
             gone = [c for c in state.safe_globals if c not in wanted]

@@ -40,7 +40,7 @@ from yolo_ext.registry import spec as spec_table
 from yolo_ext.registry.spec import ModuleSpec
 
 #: the Ultralytics versions yolo_ext is tested with (tools/check_floors.sh tests the lower end)
-SUPPORTED_ULTRALYTICS = ">=8.4,<8.5"
+SUPPORTED_ULTRALYTICS = ">=8.4.104,<8.5"
 
 
 class RegistrationError(RuntimeError):
