@@ -12,7 +12,7 @@ Part 2, modules: ours (`yolo_ext.nn`) vs a textbook implementation written here 
 shapes, batch 1 and 4: forward and forward+backward, interleaved, median per call, plus bytes saved for backward.
 Where ours is >10% slower both are profiled (`--profile all`: every module). Module timings keep freed memory
 (`harness.keep_freed_memory`); thread CPU time in parentheses is the noise-resistant cross-check.
-Part 3, checkpoint (on request): gradient checkpointing (`yolo_ext.grad_checkpoint`) off vs on, per model, for a
+Part 3, checkpoint (on request): gradient checkpointing (`yolo_ext.train.grad_checkpoint`) off vs on, per model, for a
 training step at `--ckpt-batch` / `--ckpt-imgsz`: one fresh process per (model, setting, repeat), the setting passed
 as `YOLO_EXT_CHECKPOINT` as DDP workers get it, repeats interleaved; peak RSS growth on CPU (as part 1), or
 `torch.cuda.max_memory_allocated` with `--device cuda`; bytes saved for backward; median step wall and CPU time.
@@ -645,7 +645,7 @@ def child_checkpoint(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
     growth over the same steps, and the absolute peak.
     """
     import yolo_ext
-    from yolo_ext import grad_checkpoint
+    from yolo_ext.train import grad_checkpoint
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

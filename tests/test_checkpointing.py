@@ -1,4 +1,4 @@
-"""Gradient checkpointing (yolo_ext.grad_checkpoint): same outputs, gradients and BN stats; only while training.
+"""Gradient checkpointing (yolo_ext.train.grad_checkpoint): same outputs, gradients and BN stats; only while training.
 
 Every equality test also counts the ``torch.utils.checkpoint`` calls, so it cannot pass by never checkpointing.
 """

@@ -80,7 +80,8 @@ def test_every_tool_is_a_thin_script_over_cli_commands():
 
 @pytest.mark.parametrize("tool", ["prune.py", "finetune.py", "iterative_prune.py"])
 def test_the_checkpoint_and_ratio_options_have_the_same_names_in_every_tool(tool):
-    """The README's --model / --ratio / --batch work in every tool that takes them (iterative_prune --ratio exited 2)."""
+    """The README's --model / --ratio / --batch work in every tool that takes them (iterative_prune --ratio exited
+    2)."""
     p = parser(REPO / "tools" / tool)
     base = ["--model", "a.pt"] + (["--data", "d.yaml"] if tool != "prune.py" else [])
     args = p.parse_args(base)

@@ -3,7 +3,8 @@ against the lowest versions pyproject.toml declares.
 
 Import (installs the integration), build shipped YAMLs with every module family, save a checkpoint, prune it, reload it
 (in this process and in a fresh one, also with ULTRALYTICS_SAFE_LOAD=1), fine-tune it one epoch on the bundled BCCD
-subset with distillation from the unpruned network, uninstall and install again. Prints one line per step; exits non-zero at the first failure.
+subset with distillation from the unpruned network, uninstall and install again. Prints one line per step; exits
+non-zero at the first failure.
 
 Usage: YOLO_OFFLINE=1 PYTHONPATH=. python tools/floors_smoke.py [--out DIR]
 """
