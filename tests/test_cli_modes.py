@@ -110,8 +110,9 @@ def test_console_script_lists_the_keys():
         assert any(line.strip().startswith(key) for line in lines), key
 
 
-def test_val_and_iterative_are_yolo_ext_modes_with_the_tools_options(tmp_path):
-    """yolo-ext val / iterative: the same parser as tools/val.py / iterative_prune.py, in key=value form."""
+def test_compare_and_iterative_are_yolo_ext_modes_with_the_tools_options(tmp_path):
+    """yolo-ext compare / iterative: the same parser as tools/val.py / iterative_prune.py, in key=value form
+    (yolo-ext val stays Ultralytics' own: tests/test_cli.py)."""
     from yolo_ext.cli.commands import iterative, val
     from yolo_ext.cli.options import parse_key_values
 
@@ -119,7 +120,7 @@ def test_val_and_iterative_are_yolo_ext_modes_with_the_tools_options(tmp_path):
     assert args.checkpoints == ["a.pt", "b.pt"] and args.imgsz == 320 and args.data == "d.yaml"
     args = parse_key_values(iterative.get_args_parser(), ["model=a.pt", "data=d.yaml", "ratio=0.5", "rounds=2"])
     assert (args.model_path, args.prune_ratio, args.rounds) == ("a.pt", 0.5, 2)
-    code, _, err = yolo_ext("val", "data=d.yaml")
+    code, _, err = yolo_ext("compare", "data=d.yaml")
     assert code == 2 and "checkpoints" in err
     code, out, _ = yolo_ext("iterative", "help")
     assert code == 0 and "rounds" in out and "target_params" in out

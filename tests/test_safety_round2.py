@@ -282,8 +282,9 @@ def test_help_shows_no_default_for_switches():
     text = " ".join(get_args_parser().format_help().split("options:")[1].split())
     uniform = text[text.index("--uniform remove"):text.index("--max-layer-ratio MAX")]
     assert "default for l1, l2, random, taylor" in uniform and "default: True" not in uniform
-    assert "--prune-ratio PRUNE_RATIO, --ratio PRUNE_RATIO fraction of channels removed per layer group (default 0.4;" \
-        in text and "(default: None)" not in text[text.index("--prune-ratio P"):text.index("--target-params T")]
+    assert "--prune-ratio PRUNE_RATIO, --ratio PRUNE_RATIO fraction of channels removed per layer group (uniform) or " \
+        "overall (global); not with --target-*; default: none, and with no target either: --target-macs 0.45" in text
+    assert "(default: None)" not in text[text.index("--prune-ratio P"):text.index("--target-params T")]
     keys = describe_keys(get_args_parser(), "usage")
     assert "default: True" not in keys and "(default: lamp)" in keys
 

@@ -262,7 +262,7 @@ def test_finetune_refusals_for_tasks(task_files, tmp_path):
     with pytest.raises(FinetuneError, match=r"detection models only"):
         finetune(pruned, data, distill_model=str(base), project=str(tmp_path), **TRAIN)
     with pytest.raises(FinetuneError, match=r"PrunedDetectionTrainer trains detect models, but this is a segment "
-                                            r"network: use yolo_ext\.finetune\.PrunedSegmentationTrainer"):
+                                            r"network: use yolo_ext\.train\.PrunedSegmentationTrainer"):
         finetune(pruned, data, trainer=PrunedDetectionTrainer, project=str(tmp_path), **TRAIN)
     with pytest.raises(FinetuneError, match=rf"the teacher '{base}' is a segment model"):  # nor teaches a detector
         check_teacher(DetectionModel("yolov8n.yaml", nc=2, verbose=False), base)

@@ -154,7 +154,7 @@ def _tool(*args: str) -> tuple[int, str]:
 
 def test_tool_prunes_a_v10_checkpoint_that_reloads_validates_predicts_and_exports(tiny_bccd, tmp_path):
     source = save_three_class("yolov10n.yaml", tmp_path / "v10.pt")
-    code, err = _tool("--model-path", str(source), "--prune-type", "l1")
+    code, err = _tool("--model-path", str(source), "--prune-type", "l1", "--prune-ratio", "0.4")
     out = tmp_path / "v10-pruned40.pt"
     assert code == 0, err
     model = torch.load(out, weights_only=False)["model"]

@@ -7,10 +7,11 @@ cannot be fine-tuned) are printed as one message with exit code 2 instead of a t
 
 Four modes are yolo_ext's own, in the same ``key=value`` style: ``yolo-ext prune model=best.pt ratio=0.4``,
 ``yolo-ext finetune model=best-pruned40.pt data=data.yaml epochs=10``, ``yolo-ext iterative model=best.pt
-data=data.yaml target_params=0.5`` and ``yolo-ext val data=data.yaml checkpoints=[best.pt,best-pruned40.pt]``. They are
-``tools/prune.py``, ``tools/finetune.py``, ``tools/iterative_prune.py`` and ``tools/val.py`` under another syntax: the
-same parser (:mod:`yolo_ext.cli.commands`), so the keys are the options' names (``prune_type=`` or ``prune-type=``),
-and the same ``main``. ``yolo-ext prune help`` lists the keys. ``yolo-ext train`` stays Ultralytics' training.
+data=data.yaml target_params=0.5`` and ``yolo-ext compare data=data.yaml checkpoints=[best.pt,best-pruned40.pt]``.
+They are ``tools/prune.py``, ``tools/finetune.py``, ``tools/iterative_prune.py`` and ``tools/val.py`` under another
+syntax: the same parser (:mod:`yolo_ext.cli.commands`), so the keys are the options' names (``prune_type=`` or
+``prune-type=``), and the same ``main``. ``yolo-ext prune help`` lists the keys. ``yolo-ext train`` and ``yolo-ext
+val`` stay Ultralytics' training and validation.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ MODES = {
                      required=("model_path", "data"), unless="resume"),
     "iterative": Mode("yolo_ext.cli.commands.iterative",
                       "yolo-ext iterative model=best.pt data=data.yaml target_params=0.5 rounds=3"),
-    "val": Mode("yolo_ext.cli.commands.val", "yolo-ext val data=data.yaml checkpoints=[best.pt,best-pruned40.pt]"),
+    # tools/val.py; not "val", which stays Ultralytics' validation of one model (yolo-ext val model=best.pt data=...)
+    "compare": Mode("yolo_ext.cli.commands.val", "yolo-ext compare data=data.yaml checkpoints=[a.pt,b.pt]"),
 }
 
 

@@ -19,7 +19,8 @@ Errors: only failures that our edit causes, or that a YAML causes in a yolo_ext 
 :class:`ModelYAMLError`; everything else passes through unchanged. The checks made before Ultralytics' parser runs
 (a ``from`` index outside the layers built so far, an unknown module name, a yolo_ext YAML without an output head)
 raise subclasses of :class:`ModelYAMLError` that are also the type Ultralytics itself raises there (``IndexError``,
-``KeyError``, ``NotImplementedError``), with a message that names the layer.
+``KeyError``, ``NotImplementedError``), with a message that names the layer; code that catches Ultralytics' error
+still catches them.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class LayerIndexError(ModelYAMLError, IndexError):
 
 
 class NoHeadError(ModelYAMLError, NotImplementedError):
-    """A YAML with yolo_ext modules ends in a layer that is no output head (Ultralytics finds no task)."""
+    """A YAML ends in a layer that is no output head (Ultralytics finds no task and raises NotImplementedError)."""
 
 
 def _yaml_specs() -> list[ModuleSpec]:
@@ -298,19 +299,20 @@ def _is_head(cls: type) -> bool:
 
 
 def make_task_guard(original: Callable[..., Any]) -> Callable[..., Any]:
-    """The ``guess_model_task`` the integration installs: Ultralytics' guess; for a YAML with yolo_ext modules whose
-    last layer is no head at all, a :class:`NoHeadError` (a ``NotImplementedError``, as Ultralytics raises later)
-    that says what is missing. A head Ultralytics does not place (RTDETRDecoder) is left to Ultralytics."""
+    """The ``guess_model_task`` the integration installs: Ultralytics' guess; for a YAML whose last layer is no head at
+    all (a Conv, a C3k2, an attention layer), a :class:`NoHeadError` that says what is missing: a
+    ``NotImplementedError``, the type Ultralytics raises a moment later for it. A head Ultralytics' guess does not place
+    (RTDETRDecoder) and a name that resolves to nothing are left to Ultralytics, unchanged."""
 
     def guess_model_task(model: Any) -> Any:
-        """Ultralytics' task guess; a yolo_ext YAML without an output head is a NoHeadError naming its last layer."""
+        """Ultralytics' task guess; a YAML without an output head is a NoHeadError naming its last layer."""
         task = original(model)
         if task is not None or not isinstance(model, dict):
             return task
         layers = [*(model.get("backbone") or []), *(model.get("head") or [])]
         names = [layer[2] for layer in layers if isinstance(layer, (list, tuple)) and len(layer) == 4]
         last = resolve(names[-1]) if names and len(names) == len(layers) else None
-        if last is None or _is_head(last) or not any(_ours(resolve(n)) for n in names):
+        if last is None or _is_head(last):
             return task
         raise NoHeadError(
             f"Model YAML has no output head: its last layer (layer {len(layers) - 1}) is {names[-1]!r}. End the head "

@@ -29,8 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(set(CRITERIA) - {"taylor"}))
     default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
     p.add_argument("--prune-ratio", "--ratio", type=float,
-                   help=f"total fraction of channels removed (not with --target-*); with no ratio and no target: "
-                        f"{default_target}, as tools/prune.py")
+                   help=f"total fraction of channels removed (not with --target-*); default: none, and with no "
+                        f"target either: {default_target}, as tools/prune.py")
     p.add_argument("--target-params", type=float, help="instead of a ratio: total fraction of parameters removed")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: total fraction of MACs removed")
     p.add_argument("--rounds", type=int, default=3, deprecated=["--steps"], help="prune + fine-tune rounds")

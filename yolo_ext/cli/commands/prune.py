@@ -42,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
     p.add_argument("--prune-ratio", "--ratio", type=float,
                    help=f"fraction of channels removed per layer group (uniform) or overall (global); not with "
-                        f"--target-*; with no ratio and no target: {default_target}")
+                        f"--target-*; default: none, and with no target either: {default_target}")
     p.add_argument("--target-params", type=float, help="instead of a ratio: fraction of parameters to remove")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: fraction of MACs to remove")
     p.add_argument("--target-latency", type=float,

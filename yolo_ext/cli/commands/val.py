@@ -2,7 +2,7 @@
 the deployment runtime (--backend), speed-up and efficiency.
 
 tools/val.py --data data.yaml --imgsz 640 best.pt best-pruned40.pt runs/finetune/exp/weights/best.pt
-yolo-ext val data=data.yaml imgsz=640 checkpoints=[best.pt,best-pruned40.pt]
+yolo-ext compare data=data.yaml imgsz=640 checkpoints=[best.pt,best-pruned40.pt]
 """
 
 from __future__ import annotations
