@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -40,7 +39,8 @@ DEFAULT_SPARSE = REPO / "benchmarks" / "bccd_yolo11n_sparse.pt"
 OLD_RECIPE = {"optimizer": "AdamW", "lr0": 0.001, "warmup_epochs": 1}  # tools/finetune.py before the rework
 
 #: name -> how the base is pruned and fine-tuned. Keys: criterion, global (ranking), recipe ("rewind": the base's
-#: own train args, see yolo_ext.finetune.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned", "ultralytics"),
+#: own train args, see yolo_ext.train.recipe.finetune_recipe; "old": OLD_RECIPE), distill (None, "pruned",
+#: "ultralytics"),
 #: weights (DistillWeights fields), steps (gradual pruning: k prune + F/k fine-tune rounds), source ("sparse"),
 #: fraction (fine-tune epochs as this fraction of E instead of --finetune-fraction).
 VARIANTS: dict[str, dict[str, Any]] = {  # in order of priority: with --jobs below the run count, first come first
@@ -142,9 +142,9 @@ def measure(weights: Path, job: dict[str, Any]) -> dict[str, Any]:
     import torch_pruning as tp
     from ultralytics import YOLO
 
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 
-    _, model = load_detection_checkpoint(weights)
+    _, model = load_prunable_checkpoint(weights)
     macs, params = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, 3, job["imgsz"], job["imgsz"]))
     box = YOLO(str(weights)).val(data=job["data"], split="val", imgsz=job["imgsz"], batch=job["batch"],
                                  device=job["device"], workers=job["workers"], plots=False, verbose=False,
@@ -155,14 +155,16 @@ def measure(weights: Path, job: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Do one run described by ``job`` (a dict made by :func:`plan`) and return its record."""
-    import yolo_ext  # noqa: F401
     from ultralytics import YOLO
 
-    from yolo_ext.distill import DistillWeights
-    from yolo_ext.finetune import PrunedDetectionTrainer, finetune, sparse_trainer
-    from yolo_ext.iterative import iterative_prune
+    import yolo_ext  # noqa: F401
     from yolo_ext.prune import DEFAULT_CRITERION, PruneConfig
     from yolo_ext.prune.checkpoint import prune_checkpoint
+    from yolo_ext.train.distill import DistillWeights
+    from yolo_ext.train.finetune import finetune
+    from yolo_ext.train.iterative import iterative_prune
+    from yolo_ext.train.sparse import sparse_trainer
+    from yolo_ext.train.trainers import PrunedDetectionTrainer
 
     out, key, seed = Path(job["out"]), job["key"], job["seed"]
     common = dict(data=job["data"], imgsz=job["imgsz"], batch=job["batch"], device=job["device"],
@@ -269,7 +271,7 @@ def drive(jobs: list[dict[str, Any]], args: argparse.Namespace, script: str = __
     todo = [j for j in jobs if j["key"] not in done]
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     while todo or running:
-        for key, (proc, job) in list(running.items()):
+        for key, (proc, _job) in list(running.items()):
             if proc.poll() is not None:
                 del running[key]
                 ok = proc.returncode == 0 and record_path(args.out, key).exists()
@@ -333,7 +335,8 @@ def summarize(jobs: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data YAML (default: ../shared/datasets/bccd)")
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="base checkpoint; trained (E epochs) if missing")
     p.add_argument("--sparse", type=Path, default=DEFAULT_SPARSE, help="BN-L1 sparse base; trained if missing")

@@ -337,9 +337,9 @@ def deploy(pt_path: Path, imgsz: int, threads: int, x: Any) -> Deployed:
     from ultralytics import YOLO
 
     from yolo_ext.latency import deployed_copy
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 
-    _, model = load_detection_checkpoint(pt_path)
+    _, model = load_prunable_checkpoint(pt_path)
     fused = deployed_copy(model)
     onnx_path = Path(YOLO(str(pt_path)).export(format="onnx", imgsz=imgsz, simplify=False, verbose=False))
     session = ort_session(onnx_path, threads)

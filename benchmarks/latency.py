@@ -31,7 +31,7 @@ from harness import Deployed, Samples, log, markdown_table
 from torch import nn
 
 from yolo_ext.prune import PruneConfig, prune_model
-from yolo_ext.prune.checkpoint import load_detection_checkpoint, save_pruned
+from yolo_ext.prune.checkpoint import load_prunable_checkpoint, save_pruned
 
 DEFAULT_MODELS = ["yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolo26n"]
 DEFAULT_RATIOS = [0.2, 0.4, 0.6]
@@ -66,9 +66,10 @@ def prepare_variants(name: str, args: argparse.Namespace, tmp: Path) -> list[Var
     specs = [(r, None) for r in args.ratios] + [(args.round_ratio, n) for n in args.round_to]
     variants: list[Variant] = []
     for ratio, round_to in specs:
-        ckpt, model = load_detection_checkpoint(src)
+        ckpt, model = load_prunable_checkpoint(src)
         t0 = time.perf_counter()
-        res = prune_model(model, PruneConfig(ratio=ratio, criterion=args.criterion, imgsz=args.imgsz, round_to=round_to))
+        res = prune_model(model, PruneConfig(ratio=ratio, criterion=args.criterion, imgsz=args.imgsz,
+                                             round_to=round_to))
         prune_s = time.perf_counter() - t0
         label = f"p{round(100 * ratio)}" + (f"/r{round_to}" if round_to else "")
         out = save_pruned(ckpt, res, src, tmp / f"{name}-{label.replace('/', '-')}.pt")
@@ -222,8 +223,9 @@ def print_layers(name: str, base: Variant, pruned: Variant, args: argparse.Names
           "model.model[i] in PyTorch, node profile in ONNX Runtime)\n")
     print(markdown_table(["layer", "GMACs", "MACs ratio", "PyTorch ms", "time ratio", "eff.", "ORT ms", "time ratio",
                           "eff."], "lrrrrrrrr", rows))
-    print("\nGMACs here are the convolutions' multiply-accumulates (batch 1) counted by hooks; eff. = time ratio / MACs "
-          "ratio per layer. Layer i Detect is split into its convs and the rest (DFL softmax, decoding, concatenation).")
+    print("\nGMACs here are the convolutions' multiply-accumulates (batch 1) counted by hooks; eff. = time ratio / "
+          "MACs ratio per layer. Layer i Detect is split into its convs and the rest (DFL softmax, decoding, "
+          "concatenation).")
     return res
 
 
@@ -328,7 +330,8 @@ def main(args: argparse.Namespace) -> None:
             "results": {name: [{
                 "label": v.label, "ratio": v.ratio, "round_to": v.round_to, "macs": v.macs, "params": v.params,
                 "prune_s": v.prune_s, "ort_max_diff": v.ort_max_diff,
-                "times_ms": {**{b: s.wall for b, s in v.times.items()}, **{f"{b}_cpu": s.cpu for b, s in v.times.items()}},
+                "times_ms": {**{b: s.wall for b, s in v.times.items()},
+                             **{f"{b}_cpu": s.cpu for b, s in v.times.items()}},
                 "median_ms": {b: v.median(b) for b in ("torch", "ort", "torch_cpu", "ort_cpu")},
             } for v in vs] for name, vs in results.items()},
         })

@@ -12,7 +12,7 @@ Part 2, modules: ours (`yolo_ext.nn`) vs a textbook implementation written here 
 shapes, batch 1 and 4: forward and forward+backward, interleaved, median per call, plus bytes saved for backward.
 Where ours is >10% slower both are profiled (`--profile all`: every module). Module timings keep freed memory
 (`harness.keep_freed_memory`); thread CPU time in parentheses is the noise-resistant cross-check.
-Part 3, checkpoint (on request): gradient checkpointing (`yolo_ext.grad_checkpoint`) off vs on, per model, for a
+Part 3, checkpoint (on request): gradient checkpointing (`yolo_ext.train.grad_checkpoint`) off vs on, per model, for a
 training step at `--ckpt-batch` / `--ckpt-imgsz`: one fresh process per (model, setting, repeat), the setting passed
 as `YOLO_EXT_CHECKPOINT` as DDP workers get it, repeats interleaved; peak RSS growth on CPU (as part 1), or
 `torch.cuda.max_memory_allocated` with `--device cuda`; bytes saved for backward; median step wall and CPU time.
@@ -334,7 +334,7 @@ def run_memory_child(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
 def model_configs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(label, buildable YAML path) for the plain model and every shipped yolo_ext YAML of the family."""
     import yolo_ext
-    from yolo_ext.cfg_paths import scaled_name
+    from yolo_ext.cfg import scaled_name
 
     plain = scaled_name(f"{args.family}.yaml", args.scale)
     out = [(plain, plain)]
@@ -409,7 +409,8 @@ def attention_breakdown(run: harness.Deployed, x: torch.Tensor, args: argparse.N
     idx = [i for i, m in enumerate(model.model) if type(m).__name__ in ATTENTION_TYPES]
     reps = max(5, min(15, args.runs))
     layer_ms, total_ms = harness.layer_cpu_ms(model, {str(i): model.model[i] for i in idx}, x, reps)
-    nodes = harness.ort_node_ms(run.onnx_path, x.numpy(), reps, args.threads, str(tmp / f"attprof-{run.onnx_path.stem}"))
+    nodes = harness.ort_node_ms(run.onnx_path, x.numpy(), reps, args.threads,
+                                str(tmp / f"attprof-{run.onnx_path.stem}"))
     prefixes = tuple(f"/model.{i}/" for i in idx)
     by_op: dict[str, float] = {}
     for node, op, ms in nodes:
@@ -595,7 +596,8 @@ def part_modules(args: argparse.Namespace) -> dict[str, Any]:
                           "fwd+bwd textbook", "fwd+bwd ratio", "saved MB ours / textbook", "max abs diff"],
                          "llrrrrrrrr", rows))
     print(
-        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept {load.cores:.2f} cores "
+        f"\n▲: ours more than {100 * (SLOWER - 1):.0f}% slower by CPU time. Other processes kept "
+        f"{load.cores:.2f} cores "
         f"busy on average. glibc kept freed memory: {kept}. Max abs diff: outputs of ours and the textbook module "
         "with the same weights (MCA's textbook std is torch.std's unbiased one, ours the population std)."
     )
@@ -643,7 +645,7 @@ def child_checkpoint(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
     growth over the same steps, and the absolute peak.
     """
     import yolo_ext
-    from yolo_ext import grad_checkpoint
+    from yolo_ext.train import grad_checkpoint
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -733,7 +735,7 @@ def part_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     """Training memory and step time of each model with checkpointing off and on: one fresh process per (model,
     setting, repeat), so peaks do not mix; repeats interleave the settings, starting each round at another one."""
     import yolo_ext
-    from yolo_ext.cfg_paths import scaled_name
+    from yolo_ext.cfg import scaled_name
 
     configs = [(scaled_name(m if m.endswith(".yaml") else f"{m}.yaml", args.scale), on)
                for m in args.ckpt_models for on in (False, True)]

@@ -32,7 +32,8 @@ def main(args: argparse.Namespace) -> None:
     for ours in yolo_ext.model_names(args.scale):  # YOLOv10 ships one file per scale: only this scale's
         p, g, d = stats(str(yolo_ext.model_yaml(ours)), args.imgsz)
         p0, g0, _ = stats(f"{ours.split('-')[0]}.yaml", args.imgsz)  # yolo11n-coordatt.yaml -> yolo11n.yaml
-        rows.append([ours, f"{p:,}", f"{g:.2f}", f"{100 * (p / p0 - 1):+.1f}%", f"{100 * (g / g0 - 1):+.1f}%", f"{d:,}"])
+        rows.append([ours, f"{p:,}", f"{g:.2f}", f"{100 * (p / p0 - 1):+.1f}%", f"{100 * (g / g0 - 1):+.1f}%",
+                     f"{d:,}"])
     print(harness.markdown_table(
         [f"model ({args.scale}, imgsz {args.imgsz})", "params", "GFLOPs", "vs stock params", "vs stock GFLOPs",
          "Detect params"], "lrrrrr", rows))

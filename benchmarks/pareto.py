@@ -48,12 +48,12 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd" / "data.yaml"
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    import yolo_ext  # noqa: F401
     from ultralytics import YOLO
 
-    from yolo_ext.finetune import finetune
+    import yolo_ext  # noqa: F401
     from yolo_ext.prune import PruneConfig
     from yolo_ext.prune.checkpoint import prune_checkpoint
+    from yolo_ext.train.finetune import finetune
 
     out, key = Path(job["out"]), job["key"]
     common = dict(data=job["data"], imgsz=job["imgsz"], batch=job["batch"], device=job["device"],
@@ -243,7 +243,8 @@ def plot(points: list[dict], path: Path, title: str, backend: str) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--epochs", type=int, default=60, help="E: epochs of the bases that are pruned")
     p.add_argument("--finetune-fraction", type=float, default=0.3, help="F = this fraction of E (the default recipe)")

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import harness  # noqa: I001  (first: sets YOLO_OFFLINE before Ultralytics is imported)
-from harness import log, markdown_table, write_json
-
 import torch
+from harness import log, markdown_table, write_json
 
 from yolo_ext.latency import Deployment, deployed_copy, get_backend, interleaved_ms
 from yolo_ext.prune import PruneConfig, prune_model
@@ -135,7 +134,8 @@ def table(rows: list[dict[str, Any]], backends: list[str]) -> str:
             cells += [f"{r[b]:.1f}", f"{speedup:.2f}x", f"{speedup / r['macs_ratio']:.2f}"]
         if r["target_latency"]:
             goal = 1 - r["target_latency"]
-            cells.append(f"{(r[backends[0]] / b0[backends[0]]) / goal - 1:+.1%} (search {r['search']['off_target']:+.1%})")
+            cells.append(f"{(r[backends[0]] / b0[backends[0]]) / goal - 1:+.1%} "
+                         f"(search {r['search']['off_target']:+.1%})")
         else:
             cells.append("")
         out.append(cells)

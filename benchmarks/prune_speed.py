@@ -169,7 +169,7 @@ def _c2psa_split_forward(self: Any, x: Any) -> Any:
 
 def _split_cv1_blocks(model: Any) -> int:
     """Rewrite every C2f-family and C2PSA cv1 as cv1a/cv1b (same function, same MACs); returns how many."""
-    from ultralytics.nn.modules.block import C2f, C2fAttn, C2PSA
+    from ultralytics.nn.modules.block import C2PSA, C2f, C2fAttn
 
     n = 0
     for m in model.modules():
@@ -468,7 +468,8 @@ def _row(r: dict[str, Any]) -> list[str]:
         mem = f"{r['maxrss_gb']:.2f} ({base:.2f} → +{max(0.0, r['maxrss_gb'] - base):.2f})"
     else:
         mem = f"≥{r['poll_peak_gb']:.2f} (polled)" if r.get("poll_peak_gb") else "-"
-    params = f"{_fmt_params(r.get('params_before'))} → {_fmt_params(r.get('params_after'))}" if "params_after" in r else "-"
+    params = (f"{_fmt_params(r.get('params_before'))} → {_fmt_params(r.get('params_after'))}"
+              if "params_after" in r else "-")
     macs = f"{r['macs_before'] / 1e9:.2f} → {r['macs_after'] / 1e9:.2f}" if "macs_after" in r else "-"
     red = _reduction(r)
     return [r["model"], r["method"], result_cell(r), t, f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-", split, mem,

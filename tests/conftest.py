@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO / "yolo_ext" / "data" / "bccd_demo"  # the subset shipped with the package: tests run from a fresh clone
 
 
-def run_python(code: str, *, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *, env: dict | None = None, cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (nothing imported but what the code imports)."""
     # The child computes with as many threads as this process does now: outputs compared bit for bit are only equal
     # when floats are reduced in the same order. (Ultralytics sets OMP_NUM_THREADS=1 when imported, and its trainer
@@ -57,9 +59,10 @@ BCCD_NAMES = {0: "RBC", 1: "WBC", 2: "Platelets"}
 def save_three_class(cfg: str | Path, path: Path) -> Path:
     """A 3-class checkpoint (the BCCD names) as Ultralytics saves it (half precision), built from ``cfg``: a shipped
     yolo_ext name (``yolo11n-coordatt.yaml``), an Ultralytics name (``yolo11n.yaml``) or a YAML path."""
-    import yolo_ext
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
+
+    import yolo_ext
 
     try:
         cfg = yolo_ext.model_yaml(str(cfg))

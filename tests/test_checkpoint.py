@@ -21,7 +21,8 @@ with torch.no_grad():
 """
 
 
-@pytest.fixture(scope="module", params=["yolo11n-rvb-se.yaml", "yolo11n-ctx-p3p4p5.yaml", "yolov8n-mca.yaml", "yolo26n-coordatt.yaml"])
+@pytest.fixture(scope="module",
+                params=["yolo11n-rvb-se.yaml", "yolo11n-ctx-p3p4p5.yaml", "yolov8n-mca.yaml", "yolo26n-coordatt.yaml"])
 def saved(request, tmp_path_factory):
     """A model with random (BN-perturbed) weights, rounded to fp16 so Model.save's half() loses nothing."""
     torch.manual_seed(0)
@@ -68,8 +69,8 @@ DetectionModel({str(model_yaml("yolo11n-coordatt.yaml"))!r}, verbose=False)
 
 def test_ddp_worker_state_rebuilds_model(tmp_path, monkeypatch):
     """Ultralytics' own DDP launcher file, loaded the way a worker loads it, builds a yolo_ext YAML."""
-    from ultralytics.utils import dist
     from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import dist
 
     monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)
     cfg = str(model_yaml("yolo11n-rvb-se.yaml"))

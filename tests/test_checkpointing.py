@@ -1,4 +1,4 @@
-"""Gradient checkpointing (yolo_ext.grad_checkpoint): same outputs, gradients and BN stats; only while training.
+"""Gradient checkpointing (yolo_ext.train.grad_checkpoint): same outputs, gradients and BN stats; only while training.
 
 Every equality test also counts the ``torch.utils.checkpoint`` calls, so it cannot pass by never checkpointing.
 """
@@ -11,15 +11,15 @@ import warnings
 
 import pytest
 import torch
-from conftest import randomize
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext
-from yolo_ext import grad_checkpoint as gc
-from yolo_ext import spec as spec_table
+from conftest import randomize
 from yolo_ext.nn import MCA, C3k2_RVB, C3k2_RVB_SE, ContextAggregation, CoordAtt, RepViTBlock
-from yolo_ext.spec import ModuleSpec, SpecError
+from yolo_ext.registry import spec as spec_table
+from yolo_ext.registry.spec import ModuleSpec, SpecError
+from yolo_ext.train import grad_checkpoint as gc
 
 C = 16
 
@@ -281,7 +281,7 @@ def test_the_switch_and_its_errors(monkeypatch):
 def test_yolo_ext_train_checkpoints_every_training_step(tiny_bccd, tmp_path, monkeypatch, calls):
     """The CLI with the environment variable, through Ultralytics' trainer: each training batch checkpoints every
     RepViT block once; validation (eval mode), the EMA copy and the final val never do."""
-    from yolo_ext import cli
+    from yolo_ext.cli import app as cli
 
     monkeypatch.setenv(gc.ENV_VAR, "1")
     cli.main(["yolo-ext", "train", "model=yolo11n-rvb-se.yaml", f"data={tiny_bccd}", "epochs=1", "imgsz=64", "batch=4",

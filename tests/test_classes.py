@@ -12,10 +12,12 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
 from conftest import save_three_class
-from yolo_ext.classes import class_output_layers, rebuild_class_outputs
-from yolo_ext.finetune import FinetuneError, check_finetune_inputs, default_teacher, finetune
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
+from yolo_ext.train.class_outputs import class_output_layers, rebuild_class_outputs
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_finetune_inputs, default_teacher
 
 OLD = {0: "RBC", 1: "WBC", 2: "Platelets"}
 NEW = {0: "person", 1: "wbc", 2: "car", 3: "dog", 4: "cat"}  # "wbc" matches "WBC" by name (case ignored)
@@ -26,7 +28,8 @@ TRAIN = dict(imgsz=64, batch=4, workers=0, device="cpu", plots=False, exist_ok=T
 def pruned_ckpt(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("classes")
     save_three_class("yolo11n.yaml", root / "base.pt")  # the BCCD names, OLD
-    return prune_checkpoint(root / "base.pt", PruneConfig(ratio=0.4, imgsz=64), root / "pruned.pt", latency_runs=0).output
+    config = PruneConfig(ratio=0.4, imgsz=64)
+    return prune_checkpoint(root / "base.pt", config, root / "pruned.pt", latency_runs=0).output
 
 
 def network(source: str | Path) -> DetectionModel:
@@ -143,7 +146,8 @@ def test_teacher_with_other_classes_is_refused(pruned_ckpt, two_class_data, tiny
     # 'auto' finds the network it was pruned from, but only for data with its classes
     _, same = check_finetune_inputs(pruned_ckpt, tiny_bccd)
     _, other = check_finetune_inputs(pruned_ckpt, two_class_data)
-    assert default_teacher(pruned_ckpt, same).resolve() == base.resolve() and default_teacher(pruned_ckpt, other) is None
+    assert default_teacher(pruned_ckpt, same).resolve() == base.resolve()
+    assert default_teacher(pruned_ckpt, other) is None
 
 
 @pytest.mark.parametrize("cfg, task, outputs", [

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, save_three_class
-from yolo_ext import cli
+from yolo_ext.cli import app as cli
 
 EXE = shutil.which("yolo-ext") or str(Path(sys.executable).with_name("yolo-ext"))
 FAST = ("imgsz=64", "latency_runs=0")
@@ -101,9 +101,26 @@ def test_refusals_from_the_api_exit_2(tmp_path):
 
 
 def test_console_script_lists_the_keys():
-    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": path}
     result = subprocess.run([EXE, "prune", "help"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for key in ("model_path (model)", "prune_type", "prune_ratio (ratio)", "target_params", "output", "overwrite"):
         assert any(line.strip().startswith(key) for line in lines), key
+
+
+def test_compare_and_iterative_are_yolo_ext_modes_with_the_tools_options(tmp_path):
+    """yolo-ext compare / iterative: the same parser as tools/val.py / iterative_prune.py, in key=value form
+    (yolo-ext val stays Ultralytics' own: tests/test_cli.py)."""
+    from yolo_ext.cli.commands import iterative, val
+    from yolo_ext.cli.options import parse_key_values
+
+    args = parse_key_values(val.get_args_parser(), ["data=d.yaml", "checkpoints=[a.pt,b.pt]", "imgsz=320"])
+    assert args.checkpoints == ["a.pt", "b.pt"] and args.imgsz == 320 and args.data == "d.yaml"
+    args = parse_key_values(iterative.get_args_parser(), ["model=a.pt", "data=d.yaml", "ratio=0.5", "rounds=2"])
+    assert (args.model_path, args.prune_ratio, args.rounds) == ("a.pt", 0.5, 2)
+    code, _, err = yolo_ext("compare", "data=d.yaml")
+    assert code == 2 and "checkpoints" in err
+    code, out, _ = yolo_ext("iterative", "help")
+    assert code == 0 and "rounds" in out and "target_params" in out

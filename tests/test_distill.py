@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
-from yolo_ext.distill import DistillError, detect_widths, distill_losses, kept_channels
-from yolo_ext.finetune import EPOCHS_FRACTION, RECIPE_KEYS, finetune_recipe
-from yolo_ext.prune import PruneConfig, PruningError, prune_model
+from yolo_ext.prune import PruneConfig, PruningError, prune_model, record
+from yolo_ext.train.distill import DistillError, detect_widths, distill_losses, kept_channels
+from yolo_ext.train.recipe import EPOCHS_FRACTION, RECIPE_KEYS, finetune_recipe
 
 IMGSZ = 128
 
@@ -34,7 +34,7 @@ def pruned_pair(ratio: float, cfg: str = "yolo11n.yaml", **kw) -> tuple[Detectio
     teacher = trained_like(cfg)
     student = copy.deepcopy(teacher)
     result = prune_model(student, PruneConfig(ratio=ratio, imgsz=IMGSZ, **kw))
-    student.yolo_ext_pruning = [result.record()]  # what save_pruned stores on the network
+    record.append(student, result.record())  # what save_pruned stores on the network
     return teacher, student
 
 
@@ -89,7 +89,7 @@ def test_kept_channel_map_composes_over_two_prunings_and_refuses_a_foreign_teach
     teacher, once = pruned_pair(0.3)
     twice = copy.deepcopy(once)
     result = prune_model(twice, PruneConfig(ratio=0.3, imgsz=IMGSZ))
-    twice.yolo_ext_pruning = [*once.yolo_ext_pruning, result.record()]
+    record.append(twice, result.record())  # once's record came with the copy
     direct = kept_channels(twice, teacher)
     via_once = [[first[j] for j in second] for first, second in zip(kept_channels(once, teacher),
                                                                     kept_channels(twice, once))]
@@ -115,7 +115,7 @@ def test_lamp_ranks_globally_by_default_and_allocates_unevenly():
     uniform = prune_model(trained_like(), PruneConfig(target_params=0.5, imgsz=IMGSZ, criterion="l1"))
     lamp = prune_model(trained_like(), PruneConfig(target_params=0.5, imgsz=IMGSZ, criterion="lamp"))
     assert not uniform.config.is_global and lamp.config.is_global
-    assert lamp.record()["config"]["global_pruning"] is True
+    assert lamp.record().config["global_pruning"] is True
     kept = [lamp.channels_after[k] / v for k, v in lamp.channels_before.items() if v >= 32]
     assert max(kept) - min(kept) > 0.3  # layers lose different fractions
     uniform_lamp = PruneConfig(criterion="lamp", global_pruning=False)
@@ -140,9 +140,10 @@ def test_recipe_comes_from_the_base_training_args_and_its_epochs():
 def test_bad_teacher_is_refused_before_training(tmp_path):
     from ultralytics import YOLO
 
-    from yolo_ext.finetune import FinetuneError, check_finetune_inputs, check_teacher, default_teacher
-    from yolo_ext.prune.checkpoint import prune_checkpoint
     from yolo_ext.demo import DEMO_DATA
+    from yolo_ext.prune.checkpoint import prune_checkpoint
+    from yolo_ext.train.errors import FinetuneError
+    from yolo_ext.train.inputs import check_finetune_inputs, check_teacher, default_teacher
 
     yolo = YOLO("yolo11n.yaml")
     yolo.model = trained_like()

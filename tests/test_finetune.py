@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+
 import pytest
 import torch
 from ultralytics import YOLO
@@ -13,9 +14,11 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import unwrap_model
 
 from conftest import REPO, run_python, save_three_class
-from yolo_ext.finetune import FinetuneError, PrunedDetectionTrainer, finetune, resume
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune, resume
+from yolo_ext.train.trainers import PrunedDetectionTrainer
 
 TRAIN = dict(imgsz=64, batch=4, workers=0, device="cpu", plots=False, val=True, exist_ok=True)
 
@@ -105,7 +108,7 @@ def test_ddp_workers_receive_the_pruned_model(pruned, tiny_bccd, tmp_path, monke
 from ultralytics.utils.patches import torch_load
 state = torch_load({script[:-3] + '.pt'!r}, map_location="cpu")
 assert state["trainer"].__name__ == "PrunedDetectionTrainer", state["trainer"]
-assert state["trainer"].__module__ == "yolo_ext.finetune"
+assert state["trainer"].__module__ == "yolo_ext.train.trainers"
 print(state["model"].model[2].cv1.conv.out_channels)
 """
     result = run_python(code)
@@ -125,7 +128,7 @@ def test_bad_inputs_fail_before_training(pruned, tiny_bccd, tmp_path):
 
 
 def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
-    from yolo_ext.distill import PrunedDistillationModel
+    from yolo_ext.train.distill import PrunedDistillationModel
 
     seen = []
     model = YOLO(str(pruned))
@@ -139,7 +142,7 @@ def test_distillation_from_unpruned_teacher(pruned, tiny_bccd, tmp_path):
 
 
 def test_sparse_training_shrinks_bn_scales(tiny_bccd, tmp_path):
-    from yolo_ext.finetune import sparse_trainer
+    from yolo_ext.train.sparse import sparse_trainer
 
     def gammas(trainer_cls, name):
         model = YOLO("yolov8n.yaml")
@@ -157,7 +160,7 @@ def test_sparse_training_shrinks_bn_scales(tiny_bccd, tmp_path):
 
 
 def test_iterative_pruning_reaches_the_ratio(pruned, tiny_bccd, tmp_path):
-    from yolo_ext.iterative import iterative_prune, step_ratio
+    from yolo_ext.train.iterative import iterative_prune, step_ratio
 
     base = pruned.with_name("base.pt")
     results = iterative_prune(base, tiny_bccd, PruneConfig(ratio=0.36, imgsz=64), steps=2, out=tmp_path, epochs=1,
@@ -193,22 +196,25 @@ def test_val_tool_compares_checkpoints_in_one_table(pruned, tiny_bccd):
 
 
 def test_train_tool_val_mode_and_errors(pruned, tiny_bccd, tmp_path):
-    result = _tool("train.py", "val", "--model_path", str(pruned), "--data_path", str(tiny_bccd), "--imgsz", "64",
-                   "--batch", "4", "--workers", "0")
+    result = _tool("train.py", "val", "--model_path", str(pruned), "--data", str(tiny_bccd), "--imgsz", "64",
+                   "--batch-size", "4", "--workers", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mAP50-95" in result.stdout
-    bad = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-coordatt.yaml", "--data_path", str(tmp_path / "x.yaml"))
+    bad = _tool("train.py", "train_ch", "--yaml", "yolo11n-coordatt.yaml", "--data", str(tmp_path / "x.yaml"))
     assert bad.returncode == 2 and "not found" in bad.stderr
-    unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data_path", str(tiny_bccd))
+    # the spellings of before issue 16 still run, and say what to write now
+    unknown = _tool("train.py", "train_ch", "--yaml_path", "yolo11n-nothing.yaml", "--data-path", str(tiny_bccd),
+                    "--epoch", "1")
     assert unknown.returncode == 2 and "Shipped models" in unknown.stderr
+    assert all(f"write {new}" in unknown.stderr for new in ("--yaml", "--data", "--epochs")), unknown.stderr
 
 
 def test_auto_distils_from_the_network_it_was_pruned_from_and_the_default_does_not(pruned, tiny_bccd, tmp_path,
                                                                                      monkeypatch):
     """Issue 17 item 4: one meaning everywhere. teacher=None (Python) == --teacher none == the default: no teacher;
     'auto' opts in; a path distils from that file."""
-    from yolo_ext.cli_options import parse_key_values
-    from yolo_ext.commands.finetune import get_args_parser
+    from yolo_ext.cli.commands.finetune import get_args_parser
+    from yolo_ext.cli.options import parse_key_values
 
     calls = []
     monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append(kw))  # the arguments, not a training

@@ -26,7 +26,7 @@ def test_plot_leaves_the_matplotlib_backend(tmp_path):
 def test_cli_puts_argv_back():
     from ultralytics import cfg
 
-    from yolo_ext import cli
+    from yolo_ext.cli import app as cli
 
     previous = cfg.ARGV
     cli.main(["yolo-ext", "version"])

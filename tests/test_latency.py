@@ -13,13 +13,29 @@ from ultralytics.nn.tasks import DetectionModel
 
 import yolo_ext  # noqa: F401
 from yolo_ext.latency import (
-    BACKENDS, Backend, Deployment, LatencyError, Runner, deployed_copy, get_backend, measure_latency, register_backend,
+    BACKENDS,
+    Backend,
+    Deployment,
+    LatencyError,
+    Runner,
+    deployed_copy,
+    get_backend,
+    measure_latency,
+    register_backend,
 )
 from yolo_ext.latency.backends import scope_to_module
 from yolo_ext.latency.costs import MacsCost, conv_shapes
 from yolo_ext.latency.multiples import choose_multiple, measure_multiple
 from yolo_ext.latency.table import (
-    LatencyTable, architecture, cache_path, load_or_build_table, nnls, read_cache, table_key, unit_of, write_cache,
+    LatencyTable,
+    architecture,
+    cache_path,
+    load_or_build_table,
+    nnls,
+    read_cache,
+    table_key,
+    unit_of,
+    write_cache,
 )
 from yolo_ext.prune import PruneConfig, PruningError, prune_model
 
@@ -357,7 +373,7 @@ def test_prune_tool_refuses_bad_latency_requests(tmp_path, extra, words):
     import io
 
     from tests.conftest import save_three_class
-    from yolo_ext.commands.prune import get_args_parser, main
+    from yolo_ext.cli.commands.prune import get_args_parser, main
 
     if "tensorrt" in extra and not BACKENDS["tensorrt"].unavailable():
         pytest.skip("tensorrt runs here")

@@ -18,11 +18,11 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 import yolo_ext
 from conftest import randomize
-from yolo_ext import spec as spec_table
 from yolo_ext.prune import PruneConfig, prune_model
 from yolo_ext.prune.leaves import leaf_pruners
 from yolo_ext.prune.split import is_split_block
-from yolo_ext.spec import ModuleSpec, SpecError
+from yolo_ext.registry import spec as spec_table
+from yolo_ext.registry.spec import ModuleSpec, SpecError
 
 YAML_SPECS = [s for s in spec_table.specs() if s.parse is not None]
 
@@ -54,7 +54,7 @@ def test_derived_tables_agree_with_the_specs():
         assert s.cls in getattr(tasks, f"_yolo_ext_{s.parse}")  # and treats it as its kind
         assert getattr(yolo_ext, s.name) is s.cls and s.name in yolo_ext.__all__  # exported
         assert s.cls in safe  # loadable with ULTRALYTICS_SAFE_LOAD=1
-    assert yolo_ext.is_registered()
+    assert yolo_ext.is_installed()
 
 
 def test_rules_follow_the_class_hierarchy():
@@ -110,7 +110,8 @@ def test_every_module_builds_prunes_reloads_and_exports(spec, tmp_path):
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(
             layer, (torch.randn(1, seen[id(layer)], 8, 12),), str(path), dynamo=False, opset_version=17,
-            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
+            input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for shape in ((1, seen[id(layer)], 8, 12), (2, seen[id(layer)], 10, 6)):
@@ -166,12 +167,12 @@ def test_duplicates_are_refused_and_unregister_undoes():
     try:
         with pytest.raises(SpecError, match=r"_Gate is already registered"):
             yolo_ext.register_module(_Gate, name="OtherGate")
-        assert "_Gate" in yolo_ext.registered_modules() and yolo_ext.is_registered()
+        assert "_Gate" in yolo_ext.registered_modules() and yolo_ext.is_installed()
         model = DetectionModel(place("_Gate", "attention"), verbose=False)
         assert isinstance(model.model[10], _Gate)
     finally:
         yolo_ext.unregister_module(_Gate)
-    assert "_Gate" not in yolo_ext.registered_modules() and not hasattr(tasks, "_Gate") and yolo_ext.is_registered()
+    assert "_Gate" not in yolo_ext.registered_modules() and not hasattr(tasks, "_Gate") and yolo_ext.is_installed()
     with pytest.raises(yolo_ext.ModelYAMLError, match="Unknown module '_Gate'"):
         DetectionModel(place("_Gate", "attention"), verbose=False)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Host
 import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
 
+from conftest import Host
 from yolo_ext.nn import CoordAtt
 
 CHANNELS = (1, 3, 8, 64, 96)

@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from conftest import Host, randomize
 from torch import nn
 from ultralytics.nn.modules.block import C2f
 
+from conftest import Host, randomize
 from yolo_ext.nn import MCA, C3k2_RVB_SE, ContextAggregation, CoordAtt
 
 onnx = pytest.importorskip("onnx")

@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
-from conftest import Host, randomize
 from torch import nn
 from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.block import C2f
 from ultralytics.nn.modules.block import RepVGGDW as UltralyticsRepVGGDW
 from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
+from conftest import Host, randomize
 from yolo_ext.nn import C3k2_RVB, C3k2_RVB_SE, C3k_RVB, RepVGGDW, RepViTBlock, SqueezeExcite
 from yolo_ext.nn._utils import make_divisible
 

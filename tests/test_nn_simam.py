@@ -30,7 +30,9 @@ def test_no_parameters_and_finite_on_one_position():
     assert torch.isnan(reference(x)).all()  # the literal formula divides 0 by 0 there
 
 
-@pytest.mark.parametrize("kw, pattern", [(dict(c1=0), "c1 must be an integer >= 1"), (dict(c1=8, e_lambda=0), "e_lambda")])
+@pytest.mark.parametrize(
+    "kw, pattern", [(dict(c1=0), "c1 must be an integer >= 1"), (dict(c1=8, e_lambda=0), "e_lambda")]
+)
 def test_bad_arguments(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
         SimAM(**kw)

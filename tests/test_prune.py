@@ -14,13 +14,13 @@ from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 import yolo_ext
 from conftest import randomize
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
-from yolo_ext.prune import PruneConfig, PruningError, prune_model
+from yolo_ext.prune import PruneConfig, PrunedModelError, PruningError, prune_model
 from yolo_ext.prune.engine import protected_layers
-from yolo_ext.prune import PrunedModelError
 from yolo_ext.prune.validate import check_model, output_shapes
 
 IMGSZ = 128  # small inputs keep the suite fast; every code path is the same as at 640
-STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml", "yolov10n.yaml"]  # yolo12: A2C2f; v10: PSA, CIB
+# yolo12: A2C2f; v10: PSA, CIB
+STOCK = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolo12n.yaml", "yolov10n.yaml"]
 SHIPPED = [str(yolo_ext.model_yaml(name)) for name in yolo_ext.model_names("n")]
 
 
@@ -227,7 +227,7 @@ class UnknownHead(Detect):
 def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     """prune_model and checkpoint loading refuse with the same check: exact model class with an exact head class of
     the head table (segmentation, pose and OBB are accepted: tests/test_tasks.py)."""
-    from yolo_ext.prune.checkpoint import load_detection_checkpoint
+    from yolo_ext.prune.checkpoint import load_prunable_checkpoint
     from yolo_ext.prune.heads import check_supported_model
 
     odd = build("yolov8n.yaml")
@@ -238,7 +238,7 @@ def test_one_detection_check_for_models_and_checkpoints(tmp_path):
     path = tmp_path / "odd.pt"
     torch.save({"model": odd}, path)
     with pytest.raises(PruningError, match=rf"'{path}' holds a .*DetectionModel, head UnknownHead"):
-        load_detection_checkpoint(path)
+        load_prunable_checkpoint(path)
     headless = build("yolov8n.yaml")
     headless.model[-1] = nn.Identity()
     with pytest.raises(PruningError, match="head Identity"):

@@ -229,7 +229,8 @@ def test_never_overwrites(checkpoint, tmp_path):
 
 
 def test_taylor_without_data_is_refused(checkpoint, tmp_path):
-    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--prune_type", "taylor", "--output", str(tmp_path / "t.pt"))
+    code, err = _bad(tmp_path, "--model_path", str(checkpoint), "--prune_type", "taylor",
+                     "--output", str(tmp_path / "t.pt"))
     assert code == 2 and "--data" in err and not (tmp_path / "t.pt").exists()
 
 

@@ -103,10 +103,10 @@ def test_detect_head_matches_builtin(family):
 
 def test_register_is_idempotent_and_reported():
     parser = tasks.parse_model
-    yolo_ext.register()
-    yolo_ext.register()
+    yolo_ext.install()
+    yolo_ext.install()
     assert tasks.parse_model is parser
-    assert yolo_ext.is_registered()
+    assert yolo_ext.is_installed()
     assert tasks.C3k2_RVB is C3k2_RVB
 
 
@@ -175,13 +175,13 @@ def test_loader_reads_the_scale_from_the_file_name_only(tmp_path):
 
 
 def test_unsupported_parser_fails_loudly(monkeypatch):
-    from yolo_ext import registry as reg
+    from yolo_ext.integration import parser as reg
 
     def parse_model(d, ch, verbose=True):  # a parser without the frozensets yolo_ext extends
         return None
 
-    with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8.4,<8.5"):
-        reg._build_parser(parse_model)
+    with pytest.raises(yolo_ext.RegistrationError, match=r"needs ultralytics>=8\.4\.104,<8\.5"):
+        reg.build_parser(parse_model)
 
 
 
@@ -211,7 +211,8 @@ def test_tracebacks_through_the_edited_parser_show_its_source():
     d["head"][6][3] = [0]  # reduction 0 raises inside the parser
     with pytest.raises(ModelYAMLError) as info:
         build(d)
-    frames = [f for f in traceback.extract_tb(info.value.__cause__.__traceback__) if f.filename.startswith("<yolo_ext edit")]
+    frames = [f for f in traceback.extract_tb(info.value.__cause__.__traceback__)
+              if f.filename.startswith("<yolo_ext edit")]
     assert frames and all(f.line for f in frames), frames
     assert "m(*args)" in frames[-1].line  # the line that built the layer
     assert "_yolo_ext_attention" in inspect.getsource(tasks.parse_model.__wrapped__)

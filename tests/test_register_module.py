@@ -18,7 +18,7 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 import yolo_ext
 from conftest import randomize, run_python
 from yolo_ext.nn._utils import make_divisible
-from yolo_ext.prune import PrunedModelError, PruneConfig, prune_model
+from yolo_ext.prune import PruneConfig, PrunedModelError, prune_model
 from yolo_ext.prune.validate import check_model, output_shapes
 
 TESTS = Path(__file__).parent
@@ -169,7 +169,8 @@ import numpy as np, onnxruntime as ort, torch
 from ultralytics import YOLO
 model = YOLO({str(out)!r})
 gate = model.model.model[10]
-assert type(gate).__name__ == "GroupedGate" and gate.conv_h.out_channels * 4 == model.model.model[9].cv2.conv.out_channels
+assert type(gate).__name__ == "GroupedGate"
+assert gate.conv_h.out_channels * 4 == model.model.model[9].cv2.conv.out_channels
 onnx = model.export(format="onnx", imgsz=64, dynamic=True, simplify=False)
 net = YOLO({str(out)!r}).model.float().eval()
 net.model[-1].export = True

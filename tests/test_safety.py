@@ -23,7 +23,7 @@ from ultralytics import YOLO
 
 import yolo_ext
 from conftest import REPO, save_three_class
-from yolo_ext.files import publish, remove_stale_temps, temp_path
+from yolo_ext.io.atomic import publish, remove_stale_temps, temp_path
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import prune_checkpoint
 
@@ -68,7 +68,8 @@ def plain(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pruned(plain) -> Path:
-    return prune_checkpoint(plain, PruneConfig(ratio=0.4, imgsz=64), plain.with_name("pruned.pt"), latency_runs=0).output
+    config = PruneConfig(ratio=0.4, imgsz=64)
+    return prune_checkpoint(plain, config, plain.with_name("pruned.pt"), latency_runs=0).output
 
 
 def prune_args(source: Path, *extra: str) -> list[str]:
@@ -115,24 +116,29 @@ def test_folder_as_model_path_is_named_a_folder(tmp_path, plain):
     assert tree(run) == ["weights", "weights/best.pt"]
 
 
-@pytest.mark.parametrize("extra", [("--round-to", "1000"), ("--prune_ratio", "0.999", "--prune-type", "l1")])
+@pytest.mark.parametrize("extra", [("--round-to", "1000", "--prune-ratio", "0.4"), ("--round-to", "1000"),
+                                   ("--prune_ratio", "0.999", "--prune-type", "l1")])
 def test_request_that_removes_nothing_is_refused(plain, tmp_path, extra):
     out = tmp_path / "o.pt"
     code, _, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), *extra))
     assert code == 2, err
-    if extra[0] == "--round-to":
+    if extra[0] == "--round-to" and "--prune-ratio" in extra:
         assert "Nothing was pruned" in err and "--round-to 1000" in err and "nothing was written" in err
+    elif extra[0] == "--round-to":  # the default cut (a MACs budget) says which limit stops it
+        assert "Cannot reach the MACs budget" in err and "channel multiple" in err
     assert not list(tmp_path.iterdir())
 
 
 def test_tiny_ratio_says_what_was_removed(plain, tmp_path):
     out = tmp_path / "tiny.pt"
-    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9", "--prune-type", "l1"))
+    code, stdout, err = tool_main("prune.py", *prune_args(plain, "--output", str(out), "--prune_ratio", "1e-9",
+                                                          "--prune-type", "l1"))
     assert code == 0, err
     note = next(line for line in stdout.splitlines() if line.startswith("Note:"))
     assert "asked for ratio 1e-09" in note and "of the params" in note
     assert note in out.with_suffix(".txt").read_text()
-    code, stdout, _ = tool_main("prune.py", *prune_args(plain, "--output", str(tmp_path / "zero.pt"), "--prune_ratio", "0"))
+    code, stdout, _ = tool_main("prune.py", *prune_args(plain, "--output", str(tmp_path / "zero.pt"),
+                                                        "--prune_ratio", "0"))
     assert code == 0 and "Note:" not in stdout  # ratio 0 is an explicit copy, not a mistake
 
 
@@ -318,7 +324,7 @@ def plain_trained(pruned, tiny_bccd, tmp_path_factory):
 
 
 def test_plain_train_keeps_the_pruned_network_and_warns(plain_trained, pruned):
-    from yolo_ext.finetune import PrunedDetectionTrainer
+    from yolo_ext.train.trainers import PrunedDetectionTrainer
 
     model, lines = plain_trained
     assert type(model.trainer) is PrunedDetectionTrainer

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,14 +21,15 @@ from ultralytics import YOLO
 from ultralytics.nn.tasks import SegmentationModel
 
 import yolo_ext
-from conftest import BCCD_NAMES, REPO, run_python, save_three_class
+from conftest import BCCD_NAMES, REPO, run_python
 from test_safety import TOOLS, digest, plain, pruned, tool_main, tree  # noqa: F401  (fixtures)
-from yolo_ext import cli
-from yolo_ext.finetune import (
-    FinetuneError, PrunedDetectionTrainer, check_finetune_inputs, check_teacher, find_default_teacher, finetune,
-)
+from yolo_ext.cli import app as cli
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, network_digest, prune_checkpoint
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_finetune_inputs, check_teacher, find_default_teacher
+from yolo_ext.train.trainers import PrunedDetectionTrainer
 
 FT = ("--imgsz", "64", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--epochs", "1")
 
@@ -267,8 +267,8 @@ def test_prune_mode_refusals(plain, tmp_path, args, words):
 
 def test_switches_take_true_or_false_in_any_case():
     """Item 23: the one rule is True/False (as Ultralytics reads booleans); case does not matter."""
-    from yolo_ext.cli_options import parse_key_values
-    from yolo_ext.commands.prune import get_args_parser
+    from yolo_ext.cli.commands.prune import get_args_parser
+    from yolo_ext.cli.options import parse_key_values
 
     assert parse_key_values(get_args_parser(), ["model=a.pt", "uniform=TRUE"]).global_pruning is False
     assert parse_key_values(get_args_parser(), ["model=a.pt", "uniform=false"]).global_pruning is True
@@ -276,8 +276,8 @@ def test_switches_take_true_or_false_in_any_case():
 
 def test_help_shows_no_default_for_switches():
     """Item 24: `prune.py --help` said `--uniform (default: True)` although lamp ranks globally by default."""
-    from yolo_ext.cli_options import describe_keys
-    from yolo_ext.commands.prune import get_args_parser
+    from yolo_ext.cli.commands.prune import get_args_parser
+    from yolo_ext.cli.options import describe_keys
 
     text = " ".join(get_args_parser().format_help().split("options:")[1].split())
     uniform = text[text.index("--uniform remove"):text.index("--max-layer-ratio MAX")]
@@ -478,8 +478,8 @@ def test_registered_module_that_changes_its_channels_is_named(tmp_path):
     """Item 20: the stride pass failed with a bare conv RuntimeError in the next layer."""
     yolo_ext.register_module(Shrink)
     try:
-        with pytest.raises(yolo_ext.ModelYAMLError, match=r"layer 2 \(Shrink\) gets 32 channels and returns 16: a "
-                                                          r"module registered with parse='attention'.*keep its channels"):
+        match = r"layer 2 \(Shrink\) gets 32 channels and returns 16: a module registered with parse='attention'.*keep"
+        with pytest.raises(yolo_ext.ModelYAMLError, match=match + r" its channels"):
             YOLO(_yaml(tmp_path, "[-1, 1, Shrink, []]"))
     finally:
         yolo_ext.unregister_module(Shrink)
@@ -501,7 +501,7 @@ def test_c3k2_kind_module_without_arguments_says_what_they_are(tmp_path):
 
 def test_plots_false_reaches_the_fine_tuning(pruned, tiny_bccd, monkeypatch):
     """Item 26: the README's offline advice (plots=False) was an unknown key for `yolo-ext finetune`."""
-    from yolo_ext.commands import finetune as command
+    from yolo_ext.cli.commands import finetune as command
 
     calls = []
 

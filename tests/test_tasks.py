@@ -18,17 +18,25 @@ import torch_pruning as tp
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.tasks import (
-    ClassificationModel, DetectionModel, OBBModel, PoseModel, RTDETRDetectionModel, SegmentationModel,
+    ClassificationModel,
+    DetectionModel,
+    OBBModel,
+    PoseModel,
+    RTDETRDetectionModel,
+    SegmentationModel,
 )
 
 from conftest import randomize, run_python
 from test_safety import tool_main
-from yolo_ext.finetune import PRUNED_TRAINERS, FinetuneError, PrunedDetectionTrainer, check_teacher, finetune
-from yolo_ext.iterative import iterative_prune
-from yolo_ext.prune import PrunedModelError, PruneConfig, PruningError, prune_model
+from yolo_ext.prune import PruneConfig, PrunedModelError, PruningError, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs
 from yolo_ext.prune.validate import check_model, output_shapes, prediction_tensors
+from yolo_ext.train.errors import FinetuneError
+from yolo_ext.train.finetune import finetune
+from yolo_ext.train.inputs import check_teacher
+from yolo_ext.train.iterative import iterative_prune
+from yolo_ext.train.trainers import PRUNED_TRAINERS, PrunedDetectionTrainer
 
 IMGSZ = 64
 KPT_SHAPE = (4, 3)  # a small keypoint layout keeps the pose head and its labels short
@@ -254,7 +262,7 @@ def test_finetune_refusals_for_tasks(task_files, tmp_path):
     with pytest.raises(FinetuneError, match=r"detection models only"):
         finetune(pruned, data, distill_model=str(base), project=str(tmp_path), **TRAIN)
     with pytest.raises(FinetuneError, match=r"PrunedDetectionTrainer trains detect models, but this is a segment "
-                                            r"network: use yolo_ext\.finetune\.PrunedSegmentationTrainer"):
+                                            r"network: use yolo_ext\.train\.PrunedSegmentationTrainer"):
         finetune(pruned, data, trainer=PrunedDetectionTrainer, project=str(tmp_path), **TRAIN)
     with pytest.raises(FinetuneError, match=rf"the teacher '{base}' is a segment model"):  # nor teaches a detector
         check_teacher(DetectionModel("yolov8n.yaml", nc=2, verbose=False), base)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_prune_cli import _load_tool, reload_val_predict_export
 from torch import nn
-from ultralytics.nn.modules import C2f, PSA, SCDown, v10Detect
+from ultralytics.nn.modules import PSA, C2f, SCDown, v10Detect
 from ultralytics.nn.modules.block import CIB, C2fCIB, RepVGGDW
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, RTDETRDetectionModel, yaml_model_load
 from ultralytics.utils.loss import E2ELoss
@@ -19,12 +20,11 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 import yolo_ext
 from conftest import randomize, save_three_class
-from test_prune_cli import _load_tool, reload_val_predict_export
-from yolo_ext.distill import PrunedDistillationModel
-from yolo_ext.finetune import finetune
 from yolo_ext.prune import PruneConfig, PruningError, prune_model
-from yolo_ext.prune.checkpoint import load_detection_checkpoint, prune_checkpoint
+from yolo_ext.prune.checkpoint import load_prunable_checkpoint, prune_checkpoint
 from yolo_ext.prune.heads import head_outputs
+from yolo_ext.train.distill import PrunedDistillationModel
+from yolo_ext.train.finetune import finetune
 
 IMGSZ = 128
 
@@ -196,7 +196,7 @@ def test_unsupported_models_are_refused_naming_what_is_supported(kind, tmp_path)
     path = tmp_path / f"{kind}.pt"
     torch.save({"model": model.half()}, path)
     with pytest.raises(PruningError, match=rf"'{path}' holds a {kind} model"):
-        load_detection_checkpoint(path)
+        load_prunable_checkpoint(path)
     code, err = _tool("--model-path", str(path))
     assert code == 2 and f"holds a {kind} model" in err and "v10Detect" in err
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing written

@@ -1,15 +1,15 @@
-"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt --prune-ratio 0.4
+"""Prune a trained YOLO checkpoint (detect, segment, pose, obb): tools/prune.py --model-path best.pt
 
-The options and the work live in :mod:`yolo_ext.commands.prune` (shared with ``yolo-ext prune key=value``).
+The options and the work live in :mod:`yolo_ext.cli.commands.prune` (shared with ``yolo-ext prune key=value``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from yolo_ext.commands.prune import config_from_args, get_args_parser, main  # noqa: F401
+from yolo_ext.cli.commands.prune import config_from_args, get_args_parser, main
 
-__all__ = ["get_args_parser", "main"]
+__all__ = ["config_from_args", "get_args_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))

@@ -1,78 +1,15 @@
-"""Train a stock Ultralytics model (train_ori), a yolo_ext model YAML (train_ch), or report a checkpoint's metrics (val).
+"""Train a stock Ultralytics model (train_ori) or a yolo_ext model YAML (train_ch), or report a checkpoint's metrics.
 
-tools/train.py train_ch --yaml-path yolo11n-coordatt.yaml --data-path data.yaml --epoch 100
-tools/train.py train_ori --yaml-path yolo11n.yaml --data-path data.yaml
-tools/train.py val --model-path runs/train/exp/weights/best.pt --data-path data.yaml
+The options and the work live in :mod:`yolo_ext.cli.commands.train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-from pathlib import Path
 
-from ultralytics import YOLO
+from yolo_ext.cli.commands.train import get_args_parser, main
 
-import yolo_ext
-from yolo_ext import checks
-from yolo_ext.finetune import sparse_trainer
-from yolo_ext.cli_options import ArgumentParser
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["train_ori", "train_ch", "val"])
-    p.add_argument("--yaml-path", help="model YAML: an Ultralytics name (train_ori) or a cfg/models name/path (train_ch)")
-    p.add_argument("--model-path", help="checkpoint for val, or initial weights for training")
-    p.add_argument("--data-path", required=True, help="data YAML")
-    p.add_argument("--epoch", type=int, default=100)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--project", default="runs/train", help="run folders go to project/name, relative to the current "
-                   "folder (Ultralytics would put a relative one under its global runs/ folder)")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--bn-l1", type=float, help="sparse training for network slimming: L1 penalty on BN scales "
-                   "(e.g. 1e-4); prune afterwards with tools/prune.py --prune-type bn")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    if not Path(args.data_path).is_file():
-        print(f"train: error: data YAML {args.data_path!r} not found.", file=sys.stderr)
-        return 2
-    common = dict(data=args.data_path, imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers)
-    try:
-        checks.check_imgsz(args.imgsz)
-        checks.check_positive_int(args.batch, "--batch")
-        checks.check_positive_int(args.epoch, "--epoch")
-        checks.check_device(args.device)
-        if args.mode != "val":
-            checks.check_folder(args.project, "--project")
-        yolo_ext.checkpointing_enabled()
-        if args.mode == "val":
-            if not args.model_path or not Path(args.model_path).is_file():
-                raise ValueError(f"val needs an existing --model-path, got {args.model_path!r}.")
-            with tempfile.TemporaryDirectory(prefix="yolo_ext-val-") as scratch:  # Ultralytics' empty run folder
-                box = YOLO(args.model_path).val(**common, plots=False, project=scratch).box
-            print(f"mAP50 {box.map50:.4f}  mAP50-95 {box.map:.4f}  P {box.mp:.4f}  R {box.mr:.4f}")
-            return 0
-        if not args.yaml_path:
-            raise ValueError(f"{args.mode} needs --yaml-path.")
-        cfg = str(yolo_ext.model_yaml(args.yaml_path)) if args.mode == "train_ch" else args.yaml_path
-        model = YOLO(cfg)
-        if args.model_path:
-            model.load(args.model_path)
-        extra = {"trainer": sparse_trainer(args.bn_l1, keep_given_model=False)} if args.bn_l1 else {}
-        model.train(**common, epochs=args.epoch, project=str(Path(args.project).resolve()),
-                    name=args.name, **extra)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+__all__ = ["get_args_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))

@@ -1,7 +1,7 @@
 """Checks of option values that Ultralytics would only trip over after setup (a traceback, a half-made run folder).
 
 Each check raises :class:`InputError` with one line that names the option, the value and what to write instead. The
-tools call them before any work; :mod:`yolo_ext.finetune` turns them into its own ``FinetuneError``.
+tools call them before any work; :mod:`yolo_ext.train.inputs` turns them into its own ``FinetuneError``.
 """
 
 from __future__ import annotations

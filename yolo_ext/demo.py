@@ -11,12 +11,12 @@ from pathlib import Path
 
 from ultralytics import YOLO
 
-from yolo_ext.cfg_paths import model_yaml
+from yolo_ext.cfg import model_yaml
 from yolo_ext.evaluate import compare_checkpoints, format_comparison
-from yolo_ext.finetune import finetune
 from yolo_ext.prune import PruneConfig
 from yolo_ext.prune.checkpoint import describe, prune_checkpoint
 from yolo_ext.prune.defaults import default_fields
+from yolo_ext.train.finetune import finetune
 
 DEMO_DATA = Path(__file__).parent / "data" / "bccd_demo" / "data.yaml"
 

@@ -75,7 +75,7 @@ def check_comparison_inputs(paths: list[str | Path], data: str | Path) -> None:
 
 def compare_checkpoints(
     paths: list[str | Path], data: str | Path, imgsz: int = 640, batch: int = 16, latency_runs: int = 20,
-    device: str = "cpu", project: str | Path | None = None, backend: str | None = None, threads: int = 1,
+    device: str | None = None, project: str | Path | None = None, backend: str | None = None, threads: int = 1,
 ) -> list[Measurement]:
     """Validate every checkpoint on ``data`` and time them side by side on ``backend`` (batch 1, ``imgsz``,
     ``threads``; None: ONNX Runtime CPU, or PyTorch CPU where it is not installed).
@@ -94,7 +94,7 @@ def compare_checkpoints(
 
 def _compare(
     paths: list[str | Path], data: str | Path, imgsz: int, batch: int, timing: tuple[int, str | None, int],
-    device: str, project: Path, plots: bool,
+    device: str | None, project: Path, plots: bool,
 ) -> list[Measurement]:
     latency_runs, backend, threads = timing
     models = [YOLO(str(p)) for p in paths]

@@ -39,7 +39,7 @@ class Runner(ABC):
         """Milliseconds per inference spent in each module (by name, as in ``named_modules``), over ``reps`` runs.
         Time the runtime cannot place on a module is under the key ``""``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: a runner without files or sessions has nothing to release)
         """Release files and sessions."""
 
 
@@ -109,7 +109,8 @@ def missing(*packages: str) -> str | None:
 
 
 def scope_to_module(name: str, modules: Iterable[str]) -> str:
-    """The module an exported node came from: ``/model.23/cv2.0/cv2.0.0/conv/Conv_output_0`` -> ``model.23.cv2.0.0.conv``.
+    """The module an exported node came from:
+    ``/model.23/cv2.0/cv2.0.0/conv/Conv_output_0`` -> ``model.23.cv2.0.0.conv``.
 
     torch's ONNX exporter names a node by the scopes of the modules whose forward it ran in; a scope is the module's
     name relative to the enclosing called module (``cv2.0.0`` inside ``model.23``, where the ModuleList ``cv2`` is

@@ -158,7 +158,9 @@ class LatencyTable:
     probes: list[dict] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, key: dict, measured: Sequence[tuple[Mapping[str, ConvShape], Mapping[str, float], float]]) -> LatencyTable:
+    def fit(
+        cls, key: dict, measured: Sequence[tuple[Mapping[str, ConvShape], Mapping[str, float], float]]
+    ) -> LatencyTable:
         """``measured``: per probe, (conv shapes, profiled ms by module name, end-to-end ms)."""
         samples: dict[str, list[tuple[tuple[float, float, float], float]]] = {}
         rest_samples = []

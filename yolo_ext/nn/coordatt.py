@@ -34,13 +34,18 @@ class CoordAtt(nn.Module):
         8
     """
 
-    def __init__(self, c1: int, reduction: int = 32, min_mid: int = 8) -> None:
+    #: the bottleneck floor; an instance keeps the one it was built with (pruning shrinks the bottleneck down to it),
+    #: checkpoints written before it was stored read this default
+    min_mid: int = 8
+
+    def __init__(self, c1: int, reduction: int = 32, min_mid: int = min_mid) -> None:
         """Build the shared bottleneck conv (a Ultralytics ``Conv`` so fusing folds its BN) and the two gate convs."""
         super().__init__()
         c1 = check_channels("CoordAtt", c1)
         reduction = check_int("CoordAtt", "reduction", reduction, 1, "use 1 for no reduction")
         min_mid = check_int("CoordAtt", "min_mid", min_mid, 1, "the bottleneck needs at least one channel")
         mid = make_divisible(c1 / reduction, 1, min_mid)  # nearest width, never below min_mid
+        self.min_mid = min_mid
         self.conv1 = Conv(c1, mid, 1, act=nn.Hardswish())
         self.conv_h = nn.Conv2d(mid, c1, 1)
         self.conv_w = nn.Conv2d(mid, c1, 1)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
-from ultralytics.nn.modules.block import C2f, C3
+from ultralytics.nn.modules.block import C3, C2f
 from ultralytics.nn.modules.block import RepVGGDW as _UltralyticsRepVGGDW
 
 from ._utils import check_bool, check_channels, check_int, make_divisible

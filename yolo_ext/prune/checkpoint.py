@@ -1,7 +1,7 @@
 """Prune an Ultralytics checkpoint file: load with clear errors, prune, validate, write a new file atomically, report.
 
 The input file is only read. Every output (checkpoint, report, plot) is written to a temporary file beside it and
-moved into place in one step (:mod:`yolo_ext.files`), so an interrupted run leaves either nothing or a complete file
+moved into place in one step (:mod:`yolo_ext.io.atomic`), so an interrupted run leaves either nothing or a complete file
 under each final name, and an existing file is never replaced unless asked. Everything that can be checked about the
 output (its name, folder, writability) is checked before any pruning work.
 """
@@ -20,24 +20,21 @@ import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils.patches import torch_load
 
-import yolo_ext
-from yolo_ext.files import folder_lock, publish, remove_stale_temps, temp_path, writing
+from yolo_ext._version import __version__
+from yolo_ext.io.atomic import folder_lock, publish, remove_stale_temps, temp_path, writing
+from yolo_ext.io.checkpoints import read_checkpoint
 from yolo_ext.latency import BACKENDS, DEFAULT_BACKEND, LatencyError, measure_latency
 from yolo_ext.prune.budget import resolve_backend
 from yolo_ext.prune.engine import PruneConfig, PruneResult, protected_layers, prune_model
 from yolo_ext.prune.errors import CheckpointError, PruningError
 from yolo_ext.prune.heads import check_supported_model
+from yolo_ext.prune.record import append, base_train_args
 from yolo_ext.prune.report import Row, format_table, latency_lines, plot_channels
 
 
-def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
-    """Read an Ultralytics checkpoint of a model yolo_ext prunes (``ema`` preferred, as Ultralytics does) as FP32.
-
-    Every task of :data:`yolo_ext.prune.heads.HEADS` is accepted (detect, segment, pose, obb: all ``DetectionModel``
-    subclasses); anything else is refused with a message whose second half is "<purpose> these models only: ...".
-    """
+def check_checkpoint_path(path: str | Path) -> Path:
+    """``path`` is an existing file (a folder gets the names of the checkpoints inside it)."""
     path = Path(path)
     if path.is_dir():
         found = [*sorted(path.glob("*.pt")), *sorted(path.glob("weights/*.pt"))][:2]
@@ -48,13 +45,20 @@ def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes")
             f"Checkpoint {str(path)!r} does not exist. Pass the .pt file training wrote, "
             "e.g. runs/detect/train/weights/best.pt."
         )
-    try:
-        ckpt = torch_load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(
-            f"{str(path)!r} is not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
-            "Pass a .pt file written by Ultralytics (training, YOLO.save or tools/prune.py)."
-        ) from e
+    return path
+
+
+def unreadable(path: str | Path, e: Exception) -> CheckpointError:
+    """The error for a file the loader could not read."""
+    return CheckpointError(
+        f"{str(path)!r} is not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+        "Pass a .pt file written by Ultralytics (training, YOLO.save or tools/prune.py)."
+    )
+
+
+def prunable_network(ckpt: object, path: str | Path, purpose: str = "yolo_ext prunes") -> DetectionModel:
+    """The network of a loaded checkpoint (``ema`` preferred, as Ultralytics does), if it is a model yolo_ext prunes
+    (a distillation run's: its student); refused otherwise with "<purpose> these models only: ..."."""
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, nn.Module):
         raise CheckpointError(
@@ -64,11 +68,23 @@ def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes")
     if isinstance(model, DistillationModel):  # last.pt of a distillation run: the network is its student
         model = model.student_model
     check_supported_model(model, purpose, source=str(path))
-    return ckpt, model.float()
+    return model
 
 
-#: The name from when only detection was pruned; kept so that existing code and scripts go on working.
-load_detection_checkpoint = load_prunable_checkpoint
+def load_prunable_checkpoint(path: str | Path, purpose: str = "yolo_ext prunes") -> tuple[dict, DetectionModel]:
+    """Read an Ultralytics checkpoint of a model yolo_ext prunes (``ema`` preferred, as Ultralytics does) as FP32.
+
+    Every task of :data:`yolo_ext.prune.heads.HEADS` is accepted (detect, segment, pose, obb: all ``DetectionModel``
+    subclasses); anything else is refused with a message whose second half is "<purpose> these models only: ...".
+    The file is read as Ultralytics reads it (:func:`yolo_ext.io.checkpoints.read_checkpoint`: restricted under
+    ``ULTRALYTICS_SAFE_LOAD=1``).
+    """
+    path = check_checkpoint_path(path)
+    try:
+        ckpt = read_checkpoint(path)
+    except Exception as e:
+        raise unreadable(path, e) from e
+    return ckpt, prunable_network(ckpt, path, purpose).float()
 
 
 def network_digest(model: nn.Module) -> str:
@@ -84,20 +100,6 @@ def network_digest(model: nn.Module) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def pruning_history(model: nn.Module) -> list[dict]:
-    """Every pruning applied to ``model``, oldest first (empty for a network that was never pruned)."""
-    return list(getattr(model, "yolo_ext_pruning", []))
-
-
-def base_train_args(ckpt: dict, model: nn.Module) -> dict:
-    """Train args of the network before its first pruning (a fine-tuned checkpoint's own args describe the
-    fine-tuning, not the base training)."""
-    for record in pruning_history(model):
-        if record.get("base_train_args"):
-            return dict(record["base_train_args"])
-    return dict(ckpt.get("train_args") or {})
 
 
 def written_files(output: Path) -> list[Path]:
@@ -137,7 +139,8 @@ def check_writable(folder: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is a file. Choose another --output.")
+        raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is a file. "
+                              "Choose another --output.")
     if existing != folder:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise CheckpointError(f"Cannot create the folder {str(folder)!r}: {str(existing)!r} is not writable. "
@@ -147,7 +150,8 @@ def check_writable(folder: Path) -> None:
     try:
         probe.touch(exist_ok=False)
     except OSError as e:
-        raise CheckpointError(f"Cannot write to the folder {str(folder)!r} ({e.strerror or e}). Choose another --output.") from e
+        raise CheckpointError(f"Cannot write to the folder {str(folder)!r} ({e.strerror or e}). "
+                              "Choose another --output.") from e
     probe.unlink(missing_ok=True)
 
 
@@ -158,7 +162,8 @@ def check_output(source: Path, output: Path, overwrite: bool = False) -> None:
         raise CheckpointError(f"Refusing to overwrite the input checkpoint {str(source)!r}; choose another --output.")
     if output.suffix.lower() in {".txt", ".png"}:
         raise CheckpointError(
-            f"--output {str(output)!r} ends in {output.suffix}: the report ({output.with_suffix('.txt').name}) and plot "
+            f"--output {str(output)!r} ends in {output.suffix}: the report ({output.with_suffix('.txt').name}) and "
+            "plot "
             f"({output.with_suffix('.png').name}) written beside the checkpoint would replace it. "
             f"Name the checkpoint .pt, e.g. {str(output.with_suffix('.pt'))!r}."
         )
@@ -191,12 +196,14 @@ def save_pruned(
     check_output(source, output, overwrite)
     if source_sha256 is None:
         source_sha256 = network_digest(load_prunable_checkpoint(source)[1])
-    record = {**result.record(), "source": str(source.resolve()), "source_sha256": source_sha256,
-              "date": datetime.now().isoformat(timespec="seconds")}
-    # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned since
-    record["base_train_args"] = base_train_args(ckpt, result.model)
+    record = replace(
+        result.record(), source=str(source.resolve()), source_sha256=source_sha256,
+        date=datetime.now().isoformat(timespec="seconds"),
+        # how the unpruned network was trained: the fine-tuning recipe starts from it, however often it was pruned
+        base_train_args=base_train_args(ckpt, result.model),
+    )
     # The history lives on the network, so every checkpoint holding it (fine-tuned best.pt, EMA copies) keeps it.
-    result.model.yolo_ext_pruning = [*pruning_history(result.model), record]
+    append(result.model, record)
     model = copy.deepcopy(result.model).float()
     for attr in ("criterion", "pt_path"):
         model.__dict__.pop(attr, None)  # a loss holding the old model, a path of the input: neither belongs here
@@ -209,7 +216,7 @@ def save_pruned(
         "ema": None,
         "optimizer": None,
         "epoch": -1,  # not resumable: fine-tune it instead
-        "yolo_ext_version": yolo_ext.__version__,
+        "yolo_ext_version": __version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(output.parent)

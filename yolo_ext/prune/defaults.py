@@ -14,6 +14,10 @@ issue 15), at the same compute (0.87-0.88 GFLOPs at 320, about 1.6x faster in ON
 So with no ratio and no target the default is uniform L1 at ratio 0.25 with widths at the backend's measured channel
 multiple (:mod:`yolo_ext.latency.multiples`), and a latency or MACs target searches that same uniform ratio. A params
 target keeps global LAMP: at -50% params it kept 1.6 points more than uniform L1.
+
+This is the tools' default only: ``PruneConfig()``'s own field defaults (uniform L1 at ratio 0.4, widths as they
+fall) are the plain API's; ``PruneConfig(**default_fields())`` prunes as the tools do. Device and teacher defaults,
+by contrast, are the same in the API and on every command line (Ultralytics' device choice; no teacher).
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from yolo_ext.prune.errors import PruningError
 from yolo_ext.prune.heads import check_supported_model, output_layers
 from yolo_ext.prune.importance import GLOBAL_BY_DEFAULT, NEEDS_GRADIENTS, make_importance
 from yolo_ext.prune.leaves import leaf_pruners, trace_stand_ins
+from yolo_ext.prune.record import FeatureChannels, LatencyEntry, PruningRecord
 from yolo_ext.prune.split import split_blocks
 from yolo_ext.prune.tracking import FeatureTaps, LayerCap, check_layer_cap
 from yolo_ext.prune.validate import CHECK_SIZES, check_model, count_after, output_shapes
-
 
 #: how channels are spread over the groups (see PruneConfig.allocation)
 ALLOCATIONS = ("ratio", "cost")
@@ -157,22 +157,23 @@ class PruneResult:
     channels_before: dict[str, int]
     channels_after: dict[str, int]
     seconds: float
-    feature_channels: dict = field(default_factory=dict)
+    # which input channels of each Detect level survived (indices into the network before this pruning): what
+    # distillation needs to compare the student's features with the teacher's kept channels
+    feature_channels: FeatureChannels = field(default_factory=FeatureChannels)
     latency: dict | None = None  # what a latency target measured (backend, ms before/after, iterations)
 
-    def record(self) -> dict:
-        """Plain-data summary: method, ratio, per-layer output channels before/after, params and MACs."""
-        return {
-            "config": {**asdict(self.config), "global_pruning": self.config.is_global},
-            "params": [self.params_before, self.params_after],
-            "macs": [self.macs_before, self.macs_after],
-            "channels": {k: [v, self.channels_after.get(k, 0)] for k, v in self.channels_before.items()},
-            "seconds": round(self.seconds, 3),
-            # which input channels of each Detect level survived (indices into the network before this pruning):
-            # what distillation needs to compare the student's features with the teacher's kept channels
-            "feature_channels": self.feature_channels,
-            **({"latency": self.latency} if self.latency else {}),
-        }
+    def record(self) -> PruningRecord:
+        """What checkpoints keep (:mod:`.record`): method, ratio, per-layer output channels before/after, params and
+        MACs, kept Detect inputs, and what a latency target measured."""
+        return PruningRecord(
+            config={**asdict(self.config), "global_pruning": self.config.is_global},
+            params=(self.params_before, self.params_after),
+            macs=(self.macs_before, self.macs_after),
+            channels={k: (v, self.channels_after.get(k, 0)) for k, v in self.channels_before.items()},
+            seconds=round(self.seconds, 3),
+            feature_channels=self.feature_channels,
+            latency=LatencyEntry.from_dict(self.latency) if self.latency else None,
+        )
 
 
 def conv_channels(model: nn.Module) -> dict[str, int]:
@@ -317,7 +318,7 @@ def _prune(
     macs_after, params_after = count_after(model, example)
     return PruneResult(
         model, config, int(params_before), int(params_after), float(macs_before), float(macs_after),
-        channels_before, channels_after, time.perf_counter() - start, taps.record_dict(),
+        channels_before, channels_after, time.perf_counter() - start, taps.feature_channels(),
     )
 
 

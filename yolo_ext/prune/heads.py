@@ -30,7 +30,6 @@ from ultralytics.nn.tasks import DetectionModel, OBBModel, PoseModel, Segmentati
 
 from yolo_ext.prune.errors import PruningError
 
-
 #: Per-level branches of every Detect: box and class, one-to-many and (end-to-end heads) one-to-one.
 DETECT_BRANCHES = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
 #: ... plus the task branch of Segment (mask coefficients), Pose (keypoints) and OBB (angles).
@@ -51,7 +50,8 @@ class HeadSpec:
         extra_trace: extra stand-in outputs while tracing (e.g. the prototype branch), given the head and its inputs.
         class_branches: dotted paths of the branches whose last layer predicts one channel per class: a
             ``ModuleList`` of per-level branches (``cv3``) or one branch (``proto.semseg``). These are the layers
-            rebuilt when a model is fine-tuned on data with another number of classes (:mod:`yolo_ext.classes`).
+            rebuilt when a model is fine-tuned on data with another number of classes
+            (:mod:`yolo_ext.train.class_outputs`).
     """
 
     task: str

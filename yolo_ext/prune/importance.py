@@ -19,8 +19,8 @@ CRITERIA: dict[str, tuple[Callable[[], tp.importance.Importance], str]] = {
 
 NEEDS_GRADIENTS = frozenset({"taylor"})
 #: What tools/prune.py uses with no --prune-type: global LAMP kept the most accuracy at equal params after the same
-#: fine-tuning in benchmarks/accuracy.py (BCCD, -50% params: +1.6 points over uniform L1). PruneConfig itself keeps
-#: uniform L1, whose per-layer ratios are exact.
+#: fine-tuning in benchmarks/accuracy.py (benchmarks/RESULTS.md). PruneConfig itself keeps uniform L1, whose per-layer
+#: ratios are exact; the tools' whole default pruning is yolo_ext.prune.defaults.
 DEFAULT_CRITERION = "lamp"
 #: Criteria whose scores compare across layers, so they rank globally unless told otherwise. LAMP normalises each
 #: weight by what its layer keeps; BN scales are trained to be compared (network slimming). Plain magnitudes are not

@@ -3,7 +3,7 @@
 Torch-Pruning traces through a module even when it is ignored, and loses itself in attention reshapes (C2PSA hangs;
 CoordAtt's concat of the H and W descriptors along a spatial axis, and MCA's channel gate, which reshapes the channel
 axis into the width of a 1-D conv, would be read as channel operations). So while the graph is built, every class
-whose spec (:mod:`yolo_ext.module_specs`) has a leaf rule runs a stand-in forward that is an identity to the graph
+whose spec (:mod:`yolo_ext.registry.modules`) has a leaf rule runs a stand-in forward that is an identity to the graph
 (:func:`trace_stand_ins`), and a :class:`LeafPruner` prunes the real layer: its input and output channels are the
 same indices; inner widths (CoordAtt's squeeze, ContextAggregation's value width) shrink in proportion, dropping their
 weakest channels; what the trained weights need stays (single-channel gate/key, MCA's 1-D kernels, attention key_dim
@@ -25,12 +25,7 @@ from ultralytics.nn.modules.block import AAttn, Attention
 from yolo_ext.nn import MCA, ContextAggregation, CoordAtt
 from yolo_ext.prune.heads import HEADS, trace_branches
 from yolo_ext.prune.patching import instance_forwards
-from yolo_ext.spec import specs
-
-
-def _keep(n: int, idxs: Sequence[int]) -> list[int]:
-    drop = set(idxs)
-    return [i for i in range(n) if i not in drop]
+from yolo_ext.registry.spec import ModuleSpec, SpecError, specs
 
 
 def _prune_conv_out(conv: Conv | nn.Conv2d, idxs: Sequence[int]) -> None:
@@ -85,7 +80,8 @@ class LeafPruner(tp.pruner.BasePruningFunc):
     def channels(self, layer: nn.Module) -> int:
         """Input (= output) channels: as counted while tracing, minus what was removed since."""
         if id(layer) not in self._channels:
-            raise RuntimeError(f"{type(layer).__name__} was not seen while the graph was traced; cannot count its channels.")
+            raise RuntimeError(f"{type(layer).__name__} was not seen while the graph was traced; cannot count its "
+                               "channels.")
         return self._channels[id(layer)]
 
     def prune(self, layer: nn.Module, idxs: Sequence[int]) -> None:
@@ -115,7 +111,9 @@ class RepairLeaf(LeafPruner):
     group ``i // (C // groups)``, and Torch-Pruning removes a position from every group at once.
     """
 
-    def __init__(self, repair: Callable[[nn.Module, list[int]], None], groups: Callable[[nn.Module], int] | None = None):
+    def __init__(
+        self, repair: Callable[[nn.Module, list[int]], None], groups: Callable[[nn.Module], int] | None = None
+    ) -> None:
         super().__init__()
         self.repair, self.groups = repair, groups
 
@@ -130,7 +128,7 @@ class RepairLeaf(LeafPruner):
 
 class CoordAttPruner(LeafPruner):
     """CoordAtt: the squeeze conv loses input channels, the two gate convs output channels; the squeeze width
-    shrinks in proportion (not below the module's floor of 8), dropping its weakest channels."""
+    shrinks in proportion (not below the module's own floor, ``min_mid``), dropping its weakest channels."""
 
     def channels(self, layer: CoordAtt) -> int:
         return layer.conv_h.out_channels
@@ -141,7 +139,8 @@ class CoordAttPruner(LeafPruner):
         _prune_conv_out(layer.conv_h, idxs)
         _prune_conv_out(layer.conv_w, idxs)
         mid = layer.conv1.conv.out_channels
-        inner = _weakest_inner(mid, _scaled(mid, old, old - len(idxs), 8), layer.conv1.conv, [layer.conv_h, layer.conv_w])
+        new_mid = _scaled(mid, old, old - len(idxs), layer.min_mid)
+        inner = _weakest_inner(mid, new_mid, layer.conv1.conv, [layer.conv_h, layer.conv_w])
         if inner:
             _prune_conv_out(layer.conv1, inner)
             _prune_conv_in(layer.conv_h, inner)
@@ -217,9 +216,21 @@ class AreaAttentionPruner(LeafPruner):
         _prune_conv_out(layer.proj, idxs)
 
 
+def make_pruner(spec: ModuleSpec) -> tp.pruner.BasePruningFunc:
+    """A fresh Torch-Pruning layer pruner for a leaf spec (pruners may hold per-run state): its
+    :class:`LeafPruner` subclass, or a :class:`RepairLeaf` around its repair function."""
+    if not spec.leaf:
+        raise SpecError(f"{spec.cls.__name__} is not a leaf; it prunes by {spec.prune or 'trace'}.")
+    if isinstance(spec.prune, type):
+        if not issubclass(spec.prune, tp.pruner.BasePruningFunc):
+            raise SpecError(f"{spec.cls.__name__}: a pruner class must subclass yolo_ext.prune.leaves.LeafPruner.")
+        return spec.prune()
+    return RepairLeaf(spec.prune, spec.groups)
+
+
 def leaf_pruners() -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
     """A fresh pruner per leaf class of the spec table (Torch-Pruning matches the exact class; pruners count widths)."""
-    return {spec.cls: spec.make_pruner() for spec in specs() if spec.leaf}
+    return {spec.cls: make_pruner(spec) for spec in specs() if spec.leaf}
 
 
 def _identity_to_graph(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +246,9 @@ def trace_stand_ins(model: nn.Module, pruners: dict[type[nn.Module], LeafPruner]
         pruner = pruners.get(type(m))
         if pruner is not None:
             if isinstance(pruner, LeafPruner):
-                hooks.append(m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1])))
+                hooks.append(
+                    m.register_forward_pre_hook(lambda layer, args, p=pruner: p.track(layer, args[0].shape[1]))
+                )
             stand_ins.append((m, _identity_to_graph))
         elif type(m) in HEADS:
             stand_ins.append((m, trace_branches))

@@ -17,7 +17,7 @@ from torch import nn
 from ultralytics.nn.modules import C2PSA, PSA, C2f, Conv
 
 from yolo_ext.prune.patching import instance_forwards
-from yolo_ext.spec import prune_kind
+from yolo_ext.registry.spec import prune_kind
 
 
 class SplitConv(nn.Module):
@@ -95,7 +95,7 @@ SPLIT_FORWARDS: dict[Callable, Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 def _stock_forward(cls: type[nn.Module]) -> Callable:
-    """The class's forward, seen through the gradient-checkpointing wrapper (:mod:`yolo_ext.grad_checkpoint`)."""
+    """The class's forward, seen through the gradient-checkpointing wrapper (:mod:`yolo_ext.train.grad_checkpoint`)."""
     return getattr(cls.forward, "__wrapped__", cls.forward)
 
 

@@ -7,17 +7,19 @@ group to what its layers may still lose, keeping the group's most important chan
 
 :class:`FeatureTaps` follows which input channels of each Detect level survive. A pruned student's features are
 then exactly a subset of its teacher's (the network it was pruned from), so distillation can compare them channel by
-channel with no projector (see :mod:`yolo_ext.distill`).
+channel with no projector (see :mod:`yolo_ext.train.distill`).
 """
 
 from __future__ import annotations
 
 import math
+
 import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.modules import Detect
 
 from yolo_ext.prune.errors import PruningError
+from yolo_ext.prune.record import FeatureChannels, PruningRecord
 
 
 def min_kept(initial: int, max_ratio: float, strict: bool = False) -> int:
@@ -45,7 +47,8 @@ class LayerCap:
         graph, items = self.pruner.DG, list(group)
         n = allowed = len(items[0].idxs)
         for dep, idxs in items:
-            if dep.target.type == tp.ops.OPTYPE.PARAMETER or not idxs or not graph.is_out_channel_pruning_fn(dep.handler):
+            if (dep.target.type == tp.ops.OPTYPE.PARAMETER or not idxs
+                    or not graph.is_out_channel_pruning_fn(dep.handler)):
                 continue
             module = dep.target.module
             initial, current = self.pruner.layer_init_out_ch.get(module), graph.get_out_channels(module)
@@ -121,9 +124,9 @@ class FeatureTaps:
         self.widths = [c.in_channels for c in self.convs]
         self.kept = [list(range(w)) for w in self.widths]
 
-    def record_dict(self) -> dict:
-        """``{"widths": Detect input widths before, "kept": kept indices per level}`` for the pruning record."""
-        return {"widths": list(self.widths), "kept": [list(k) for k in self.kept]}
+    def feature_channels(self) -> FeatureChannels:
+        """Detect input widths before, and the kept indices per level, for the pruning record."""
+        return FeatureChannels(tuple(self.widths), tuple(tuple(k) for k in self.kept))
 
     def record(self, group, graph) -> None:
         """Note the input channels that ``group`` is about to remove from a tap conv (call before ``prune()``)."""
@@ -136,7 +139,9 @@ class FeatureTaps:
                     self.kept[i] = [c for j, c in enumerate(self.kept[i]) if j not in drop]
 
 
-def compose_feature_channels(history: list[dict], student: list[int], teacher: list[int]) -> list[list[int]] | None:
+def compose_feature_channels(
+    history: list[PruningRecord], student: list[int], teacher: list[int]
+) -> list[list[int]] | None:
     """For each Detect level, the teacher channels that the student's channels are, or None if unknown.
 
     ``student`` / ``teacher`` are the widths of the Detect inputs; ``history`` the student's pruning records, oldest
@@ -147,11 +152,11 @@ def compose_feature_channels(history: list[dict], student: list[int], teacher: l
     if widths == teacher:
         return current
     for record in reversed(history):  # each record maps the network after it onto the network before it
-        taps = record.get("feature_channels") or {}
-        if not taps or [len(k) for k in taps["kept"]] != widths:
+        taps = record.feature_channels
+        if not taps.widths or [len(k) for k in taps.kept] != widths:
             return None
-        current = [[kept[j] for j in level] for kept, level in zip(taps["kept"], current)]
-        widths = list(taps["widths"])
+        current = [[kept[j] for j in level] for kept, level in zip(taps.kept, current)]
+        widths = list(taps.widths)
         if widths == teacher:
             return current
     return None

@@ -1,6 +1,6 @@
 """The check run after every pruning: stored attributes agree with weights, forward works at two sizes, finite outputs.
 
-Per-layer checks come from the spec table (:mod:`yolo_ext.module_specs`); the forward runs in eval mode at
+Per-layer checks come from the spec table (:mod:`yolo_ext.registry.modules`); the forward runs in eval mode at
 :data:`CHECK_SIZES` and in training mode (on a copy) at the first of them, and must give the output shapes recorded
 before pruning: every head output of every task, training-only ones included. It does not fuse, save or export the model
 (the tests do that for every family); a model that fails is never written to disk.
@@ -18,7 +18,7 @@ from ultralytics.nn.modules.block import Attention
 
 from yolo_ext.nn import ContextAggregation
 from yolo_ext.prune.errors import PrunedModelError
-from yolo_ext.spec import checks_for
+from yolo_ext.registry.spec import checks_for
 
 
 def check_conv(m: nn.Conv2d) -> str | None:

@@ -1,7 +1,0 @@
-"""The command-line tools' options and work, inside the package so every front end shares them.
-
-Each module has ``get_args_parser()`` (the options, :class:`yolo_ext.cli_options.ArgumentParser`) and ``main(args)``
-(returns the exit code). ``tools/<name>.py`` parses ``--option value`` argv with them; ``yolo-ext <name> key=value``
-(:mod:`yolo_ext.cli`) parses Ultralytics-style arguments with the same parser, so both front ends know the same keys
-and call the same API.
-"""

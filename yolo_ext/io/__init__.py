@@ -1,0 +1,1 @@
+"""Files: writing them atomically (:mod:`.atomic`), reading checkpoints as Ultralytics would (:mod:`.checkpoints`)."""
