@@ -26,8 +26,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness import log, markdown_table  # sets YOLO_OFFLINE before Ultralytics is imported: nothing downloaded

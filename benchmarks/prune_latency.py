@@ -55,7 +55,6 @@ def load(name: str) -> torch.nn.Module:
 
 
 def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    deployment = Deployment((args.imgsz, args.imgsz), 1, args.threads)
     base = load(name).eval()
     rows: list[dict[str, Any]] = []
     models = [base]
