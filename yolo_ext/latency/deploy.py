@@ -10,6 +10,7 @@ user's checkpoint or printing the exporter's banners.
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +66,23 @@ def deployed_copy(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, path: Path, deployment: Deployment) -> Path:
-    """Write ``model`` (already :func:`deployed_copy`) as ONNX at a fixed shape, with Ultralytics' opset choice."""
+    """Write ``model`` (already :func:`deployed_copy`) as ONNX at a fixed shape, with Ultralytics' opset choice and
+    torch's TorchScript-based exporter, as Ultralytics' exporter does."""
     import onnx
-    from ultralytics.utils.export.engine import best_onnx_opset
 
+    try:
+        from ultralytics.utils.export.engine import best_onnx_opset
+
+        opset = best_onnx_opset(onnx)
+    except ImportError:  # older Ultralytics 8.4 releases: the opset every torch >= 2.1 exports
+        opset = 17
+    # torch >= 2.4 would pick its dynamo exporter; older releases have no such switch
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     x = torch.zeros(deployment.batch, deployment.channels, *deployment.imgsz)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes, as in every export
         torch.onnx.export(
-            model, x, str(path), opset_version=best_onnx_opset(onnx), input_names=["images"],
-            output_names=["output0"], dynamo=False,  # further outputs (segment's prototypes) keep torch's names
+            model, x, str(path), opset_version=opset, input_names=["images"],
+            output_names=["output0"], **kwargs,  # further outputs (segment's prototypes) keep torch's names
         )
     return path

@@ -14,8 +14,8 @@ import sys
 
 import yolo_ext  # noqa: F401  (installs the integration so yolo_ext checkpoints load)
 from yolo_ext.cli.options import ArgumentParser
-from yolo_ext.prune import CRITERIA, DEFAULT_CRITERION, CheckpointError, PrunedModelError, PruningError
-from yolo_ext.prune.defaults import DEFAULT_TARGET, default_fields
+from yolo_ext.prune import CRITERIA, CheckpointError, PrunedModelError, PruningError
+from yolo_ext.prune.defaults import BY_REQUEST, DEFAULT_RATIO, default_fields
 from yolo_ext.prune.engine import PruneConfig
 from yolo_ext.train.errors import FinetuneError
 from yolo_ext.train.iterative import iterative_prune
@@ -26,11 +26,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", "--model", required=True, help="trained Ultralytics detection checkpoint")
     p.add_argument("--data", required=True, help="data YAML it was trained on")
-    p.add_argument("--prune-type", default=DEFAULT_CRITERION, choices=sorted(set(CRITERIA) - {"taylor"}))
-    default_target = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_TARGET.items())
+    by_request = "; ".join(f"{k.replace('_', '-')}: {v['criterion']}" for k, v in BY_REQUEST.items()
+                           if k != "target_latency")
+    p.add_argument("--prune-type", choices=sorted(set(CRITERIA) - {"taylor"}),
+                   help=f"criterion (default by request, as tools/prune.py: {by_request})")
     p.add_argument("--prune-ratio", "--ratio", type=float,
-                   help=f"total fraction of channels removed (not with --target-*); default: none, and with no "
-                        f"target either: {default_target}, as tools/prune.py")
+                   help=f"total fraction of channels removed (not with --target-*); default when no target is "
+                        f"given: {DEFAULT_RATIO}, as tools/prune.py")
     p.add_argument("--target-params", type=float, help="instead of a ratio: total fraction of parameters removed")
     p.add_argument("--target-macs", type=float, help="instead of a ratio: total fraction of MACs removed")
     p.add_argument("--rounds", type=int, default=3, deprecated=["--steps"], help="prune + fine-tune rounds")
@@ -55,11 +57,11 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     if target and args.prune_ratio is not None:
         raise PruningError(f"--prune-ratio {args.prune_ratio:g} and {target} both say how much to remove: give "
                            f"one ({target} searches the ratio that reaches it).")
-    fields = {"criterion": args.prune_type, "target_params": args.target_params, "target_macs": args.target_macs}
+    fields = default_fields(target_params=args.target_params, target_macs=args.target_macs)
     if args.prune_ratio is not None:
         fields["ratio"] = args.prune_ratio
-    elif target is None:
-        fields = {**default_fields(), "criterion": args.prune_type}
+    if args.prune_type:
+        fields["criterion"] = args.prune_type
     return PruneConfig(**fields, imgsz=getattr(args, "imgsz", None))
 
 
