@@ -387,3 +387,38 @@ def test_prune_tool_refuses_bad_latency_requests(tmp_path, extra, words):
     lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith((" ", "usage:"))]
     assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err.getvalue()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+class _Seq(Runner):
+    """Reports the given times in turn (a runtime timing itself), counting its calls."""
+
+    def __init__(self, *ms: float) -> None:
+        self.ms, self.calls = ms, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.ms[(self.calls - 1) % len(self.ms)]
+
+    def layer_ms(self, reps):
+        return {}
+
+
+def test_paired_ratio_cancels_load_shared_by_a_round():
+    from yolo_ext.latency.measure import interleaved_times, paired_ratio
+
+    # the machine slows down over the measurement; in every round both networks see the same slowdown
+    load = [1.0, 1.0, 3.0, 3.0, 3.0]
+    base, other = _Seq(*[10 * f for f in load]), _Seq(*[6 * f for f in load])
+    times = interleaved_times([base, other], runs=5, warmup=0)
+    assert paired_ratio(times, 1) == pytest.approx(0.6)
+
+
+def test_timed_pair_takes_more_rounds_only_when_the_ratios_spread():
+    from yolo_ext.latency.measure import timed_pair
+
+    quiet_base, quiet = _Seq(10.0), _Seq(5.0)
+    assert timed_pair(quiet_base, quiet, runs=8, max_runs=32, warmup=0) == (10.0, 5.0, 0.5)
+    assert quiet.calls == 8
+    noisy_base, noisy = _Seq(10.0), _Seq(4.0, 6.0, 5.0)
+    base_ms, ms, ratio = timed_pair(noisy_base, noisy, runs=8, max_runs=32, warmup=0)
+    assert noisy.calls == 32 and ratio == pytest.approx(0.5) and base_ms == 10.0

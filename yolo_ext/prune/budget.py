@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from yolo_ext.latency import DEFAULT_BACKEND, Backend, LatencyError, deployed_copy, get_backend, interleaved_ms
+from yolo_ext.latency import DEFAULT_BACKEND, Backend, LatencyError, deployed_copy, get_backend
 from yolo_ext.latency.backends import BACKENDS
 from yolo_ext.latency.costs import CostModel, conv_shapes
+from yolo_ext.latency.measure import timed_pair
 from yolo_ext.latency.multiples import measure_multiple
 from yolo_ext.latency.table import load_or_build_table, read_cache, table_key, write_cache
 from yolo_ext.prune.errors import PruningError
@@ -149,10 +150,10 @@ def prune_to_latency(
             knob.first = float(previous["knob"])
         base = backend.runner(deployed_copy(model), deployment)
         try:
-            def timed(network: nn.Module) -> tuple[float, float]:
+            def timed(network: nn.Module) -> tuple[float, float, float]:
                 runner = backend.runner(deployed_copy(network), deployment)
                 try:
-                    return tuple(interleaved_ms([base, runner], RUNS, warmup=2))
+                    return timed_pair(base, runner, RUNS)
                 finally:
                     runner.close()
 
@@ -166,20 +167,21 @@ def prune_to_latency(
                     if best is None:
                         raise
                     break  # the groups cannot shrink further: keep the closest try
-                base_ms, ms = timed(candidate)
-                tries.append((x, ms / base_ms))
-                log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3)})
-                if best is None or abs(ms / base_ms - goal) < abs(best[2] / best[1] - goal):
-                    best = (x, base_ms, ms, found.channels_after)
-                if abs(ms / base_ms / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
+                base_ms, ms, ratio = timed(candidate)
+                tries.append((x, ratio))
+                log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3),
+                            "ratio": round(ratio, 4)})
+                if best is None or abs(ratio - goal) < abs(best[3] - goal):
+                    best = (x, base_ms, ms, ratio, found.channels_after)
+                if abs(ratio / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
                     break
                 x = _next(tries, goal, knob.fallback)
-            x, base_ms, ms, channels = best
+            x, base_ms, ms, ratio, channels = best
             write_cache(search_key, {"knob": x}, "search")
             # the caller's network, pruned the same way (the pruning is deterministic for a fixed importance)
             result = knob.prune(model, x)
             if result.channels_after != channels:  # a gradient criterion saw other batches: time what we have
-                base_ms, ms = timed(model)
+                base_ms, ms, ratio = timed(model)
         finally:
             base.close()
     except LatencyError as e:
@@ -188,7 +190,7 @@ def prune_to_latency(
         "backend": backend.name, "runtime": backend.version(), "imgsz": list(deployment.imgsz),
         "batch": deployment.batch, "threads": deployment.threads, "multiple": config.round_to or 1,
         "allocation": config.allocation, "target": config.target_latency, "base_ms": round(base_ms, 3),
-        "ms": round(ms, 3), "speedup": round(base_ms / ms, 4), "off_target": round(ms / base_ms / goal - 1, 4),
+        "ms": round(ms, 3), "speedup": round(1 / ratio, 4), "off_target": round(ratio / goal - 1, 4),
         "table": knob.table, "first_try": "where the last search ended" if resumed else "estimated", "tries": log,
     }
     return result

@@ -33,7 +33,7 @@ def latency_lines(latency, macs_ratio: float, config, search: dict | None = None
     ]
     if config.target_latency is not None:
         goal = 1 - config.target_latency
-        landed = latency.ms[1] / latency.ms[0] / goal - 1
+        landed = 1 / latency.speedup() / goal - 1
         lines.append(
             f"Target: -{config.target_latency:.0%} latency ({goal:.0%} of the original); measured here {landed:+.1%} "
             f"off it (the search measured {search['off_target']:+.1%} after {len(search['tries'])} tries, per-layer "
