@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,8 @@ import harness  # noqa: I001  (first: sets YOLO_OFFLINE before Ultralytics is im
 import torch
 from harness import log, markdown_table, write_json
 
-from yolo_ext.latency import Deployment, deployed_copy, get_backend, interleaved_ms
+from yolo_ext.latency import Deployment, deployed_copy, get_backend
+from yolo_ext.latency.measure import interleaved_times, paired_ratio
 from yolo_ext.prune import PruneConfig, prune_model
 from yolo_ext.prune.checkpoint import load_prunable_checkpoint
 
@@ -89,9 +91,9 @@ def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                "runs": args.runs}
         out = subprocess.run([sys.executable, __file__, "--time-files", json.dumps(job)], capture_output=True,
                              text=True, check=True).stdout
-    for backend_name, ms in json.loads(out.splitlines()[-1]).items():
-        for row, t in zip(rows, ms):
-            row[backend_name] = t
+    for backend_name, timed in json.loads(out.splitlines()[-1]).items():
+        for row, t, ratio in zip(rows, timed["ms"], timed["ratios"]):
+            row[backend_name], row[f"{backend_name} ratio"] = t, ratio
     for row in rows:
         row["model"] = Path(name).stem
         row["macs_ratio"] = base_macs / row["macs"]
@@ -108,10 +110,12 @@ def time_files(job: dict[str, Any]) -> dict[str, list[float]]:
         backend = get_backend(backend_name)
         runners = [backend.runner(deployed_copy(m), deployment) for m in models]
         try:
-            out[backend_name] = interleaved_ms(runners, job["runs"], warmup=3)
+            times = interleaved_times(runners, job["runs"], warmup=3)
         finally:
             for r in runners:
                 r.close()
+        out[backend_name] = {"ms": [statistics.median(t) for t in times],
+                             "ratios": [paired_ratio(times, i) for i in range(len(times))]}
     return out
 
 
@@ -121,20 +125,15 @@ def table(rows: list[dict[str, Any]], backends: list[str]) -> str:
         columns += [f"{b} ms", f"{b} speed-up", f"{b} eff."]
     columns.append("target landed")
     out = []
-    base: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["variant"] == "original":
-            base[r["model"]] = r
-        b0 = base[r["model"]]
         cells = [r["model"], r["variant"], r["multiple"] or "", f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e9:.2f}",
                  f"{r['macs_ratio']:.2f}x", f"{r['prune_s']:.1f}"]
         for b in backends:
-            speedup = b0[b] / r[b]
+            speedup = 1 / r[f"{b} ratio"]  # the median of per-round ratios to the original
             cells += [f"{r[b]:.1f}", f"{speedup:.2f}x", f"{speedup / r['macs_ratio']:.2f}"]
         if r["target_latency"]:
             goal = 1 - r["target_latency"]
-            cells.append(f"{(r[backends[0]] / b0[backends[0]]) / goal - 1:+.1%} "
-                         f"(search {r['search']['off_target']:+.1%})")
+            cells.append(f"{r[f'{backends[0]} ratio'] / goal - 1:+.1%} (search {r['search']['off_target']:+.1%})")
         else:
             cells.append("")
         out.append(cells)
