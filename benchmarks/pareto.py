@@ -4,6 +4,8 @@ Rows (every one trained on the same data, image size, batch and recipe; E + F ep
 
   yolo11n, yolo11s           Ultralytics' models from scratch, E + F epochs, each seed
   narrow w<W>                yolo11 at width W (yolo11n's depth) from scratch, E + F epochs (``--widths``)
+                             (``--comparators continue``: these rows train E epochs once, then continue F epochs per
+                             seed with the fine-tune recipe, the schedule the pruned rows get; E + F in all)
   yolo11s -> <target>        yolo11s trained E epochs (once), pruned to a latency target (``--s-targets``: ``n`` is
                              yolo11n's measured latency, a number the fraction of yolo11s' latency to remove), then
                              fine-tuned F epochs with yolo_ext's default recipe, each seed
@@ -48,6 +50,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd" / "data.yaml"
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
     from ultralytics import YOLO
 
     import yolo_ext  # noqa: F401
@@ -61,17 +64,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                   cache=job["cache"])
     start = time.time()
     if job["kind"] == "scratch":
-        YOLO(job["model"]).train(epochs=job["epochs"], name=key, **common)
+        last = out / key / "weights" / "last.pt"
+        if not last.exists():
+            YOLO(job["model"]).train(epochs=job["epochs"], name=key, **common)
+        elif torch.load(last, map_location="cpu", weights_only=False).get("optimizer") is not None:
+            YOLO(last).train(resume=True)  # an interrupted run (Ultralytics strips the optimizer when one finishes)
         best, runs = out / key / "weights" / "best.pt", [out / key]
     elif job["kind"] == "prune":  # alone on the machine: the latency search times networks
         config = PruneConfig(target_latency=job["target"], imgsz=job["latency_imgsz"], backend=job["backend"])
         report = prune_checkpoint(job["source"], config, out / f"{key}.pt", overwrite=True, latency_runs=30)
         return {"key": key, "name": job["name"], "seed": -1, "kind": "prune", "weights": str(report.output),
                 "report": report.table, "search": report.result.latency, "seconds": round(time.time() - start, 1)}
-    else:  # fine-tune a pruned network with the default recipe (its base's recipe, 30% of its epochs)
-        pruned = out / f"{job['pruned']}.pt"
+    else:  # fine-tune a pruned network (or continue an unpruned base) with the default recipe
+        source = Path(job["source"]) if job.get("source") else out / f"{job['pruned']}.pt"
         extra = {"teacher": "auto"} if job.get("teacher") else {}
-        tuned = finetune(pruned, job["data"], name=key, epochs=job["epochs"],
+        tuned = finetune(source, job["data"], name=key, epochs=job["epochs"], require_pruned=not job.get("source"),
                          **{k: v for k, v in common.items() if k != "data"}, **extra)
         best, runs = Path(tuned.trainer.best), [out / key]
     record = {**{k: job[k] for k in ("key", "name", "seed", "kind")}, **measure(best, job),
@@ -122,11 +129,15 @@ def data_nc(data: Path) -> int:
     return len(names)
 
 
-def resolve_targets(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float], dict[str, dict]]:
-    """Latency fractions to remove from yolo11s and yolo11n, by label, from networks timed side by side."""
+def time_candidates(args: argparse.Namespace) -> dict[str, dict]:
+    """yolo11n, yolo11s and the narrow models, built for the data's classes and timed side by side."""
     yamls = {"yolo11n": "yolo11n.yaml", "yolo11s": "yolo11s.yaml"}
     yamls |= {f"narrow w{w}": str(narrow_yaml(w, args.out)) for w in args.widths}
-    timed = time_networks(yamls, [args.backend], args.latency_imgsz, data_nc(args.data))
+    return time_networks(yamls, [args.backend], args.latency_imgsz, data_nc(args.data))
+
+
+def resolve_targets(args: argparse.Namespace, timed: dict[str, dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Latency fractions to remove from yolo11s and yolo11n, by label, from networks timed side by side."""
     ms = {k: v[args.backend] for k, v in timed.items()}
     s_targets, n_targets = {}, {}
     for t in args.s_targets:
@@ -137,7 +148,7 @@ def resolve_targets(args: argparse.Namespace) -> tuple[dict[str, float], dict[st
             n_targets[f"narrow w{t[1:]} latency"] = 1 - ms[f"narrow w{float(t[1:])}"] / ms["yolo11n"]
         else:
             n_targets[f"-{float(t):.0%}"] = float(t)
-    return s_targets, n_targets, timed
+    return s_targets, n_targets
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -162,9 +173,19 @@ def plan(args: argparse.Namespace, s_targets: dict[str, float], n_targets: dict[
     scratch = [(m, f"{m}.yaml") for m in args.scratch]
     scratch += [(f"narrow w{w}", str(narrow_yaml(w, args.out))) for w in args.widths]
     for name, cfg in scratch:
+        if args.comparators == "continue":  # E epochs once, then F more with the recipe the pruned rows get
+            base = f"base-{slug(name)}" if name.startswith("narrow") else f"base-{name}"
+            if not any(j["key"] == base for j in jobs):
+                jobs.append({**common, "key": base, "name": f"{name} base ({args.epochs} ep)", "seed": 0,
+                             "kind": "scratch", "model": cfg, "epochs": args.epochs, "after": []})
         for seed in args.seeds:
-            jobs.append({**common, "key": f"{slug(name)}-s{seed}", "name": f"{name} ({total} ep)", "seed": seed,
-                         "kind": "scratch", "model": cfg, "epochs": total, "after": []})
+            if args.comparators == "continue":
+                jobs.append({**common, "key": f"{slug(name)}-cont-s{seed}", "name": f"{name} ({args.epochs}+"
+                             f"{finetune_epochs} ep)", "seed": seed, "kind": "finetune", "epochs": finetune_epochs,
+                             "source": str(args.out / base / "weights" / "best.pt"), "after": [base]})
+            else:
+                jobs.append({**common, "key": f"{slug(name)}-s{seed}", "name": f"{name} ({total} ep)", "seed": seed,
+                             "kind": "scratch", "model": cfg, "epochs": total, "after": []})
     pruned = [("yolo11s", label, f, False) for label, f in s_targets.items()]
     pruned += [("yolo11n", label, f, False) for label, f in n_targets.items()]
     if args.distill and "yolo11n latency" in s_targets:
@@ -251,6 +272,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", nargs="+", type=float, default=[0.16, 0.2], help="narrow yolo11 widths")
     p.add_argument("--scratch", nargs="*", default=["yolo11n", "yolo11s"], choices=["yolo11n", "yolo11s"],
                    help="official models trained from scratch for E + F epochs")
+    p.add_argument("--comparators", choices=["scratch", "continue"], default="scratch",
+                   help="how the from-scratch rows reach E + F epochs: one run of E + F, or the E-epoch base "
+                        "continued F epochs with the fine-tune recipe (the pruned rows' schedule; cheaper on a CPU)")
     p.add_argument("--s-targets", nargs="+", default=["n", "0.3", "0.6"])
     p.add_argument("--n-targets", nargs="+", default=["w0.16", "0.3"])
     p.add_argument("--distill", action="store_true", help="also yolo11s at yolo11n's latency with its teacher")
@@ -280,11 +304,12 @@ def main(args: argparse.Namespace) -> int:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     targets_file = args.out / "targets.json"
-    if targets_file.exists():  # the same targets on a re-run, so finished runs stay comparable
-        s_targets, n_targets = (json.loads(targets_file.read_text())[k] for k in ("s", "n"))
-    else:
-        s_targets, n_targets, timed = resolve_targets(args)
-        targets_file.write_text(json.dumps({"s": s_targets, "n": n_targets, "timed": timed}, indent=1))
+    known = json.loads(targets_file.read_text())["timed"] if targets_file.exists() else {}
+    missing = [w for w in args.widths if f"narrow w{w}" not in known]
+    if not known or missing:  # timed once: a re-run keeps the same targets, so finished runs stay comparable
+        known = {**time_candidates(args), **known}
+        targets_file.write_text(json.dumps({"timed": known}, indent=1))
+    s_targets, n_targets = resolve_targets(args, known)
     log(f"targets: yolo11s {s_targets}; yolo11n {n_targets}")
     jobs = plan(args, s_targets, n_targets)
     drive(jobs, args, script=__file__)
