@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
@@ -422,3 +423,33 @@ def test_timed_pair_takes_more_rounds_only_when_the_ratios_spread():
     noisy_base, noisy = _Seq(10.0), _Seq(4.0, 6.0, 5.0)
     base_ms, ms, ratio = timed_pair(noisy_base, noisy, runs=8, max_runs=32, warmup=0)
     assert noisy.calls == 32 and ratio == pytest.approx(0.5) and base_ms == 10.0
+
+
+def test_nearest_multiple_keeps_narrow_layers_whole_at_a_small_ratio():
+    """Torch-Pruning rounds a layer's kept width down to the multiple: one channel less halves 32 channels at x16."""
+    from yolo_ext.prune.engine import NearestMultiplePruner
+
+    down, nearest = tp.pruner.BasePruner._round_to, NearestMultiplePruner._round_to
+    assert down(None, 1, 32, 16) == 16 and nearest(None, 1, 32, 16) == 0
+    assert nearest(None, 8, 32, 16) == 0 and nearest(None, 9, 32, 16) == 16  # 24 kept rounds up, 23 down
+    assert nearest(None, 9, 64, 16) == 16 and nearest(None, 15, 16, 16) == 0  # never below one multiple
+    assert nearest(None, 0, 8, 16) == 0  # narrower than the multiple: left as it is
+
+
+def test_latency_search_rounds_to_nearest_when_rounding_down_jumps_over_the_goal(yolo11n, fake_backend):
+    """At x16, any ratio above 0 takes yolo11n's 32-channel layers to 16: the measured latency jumps from 100% to
+    about 81%, so -10% cannot be reached by rounding down. The search then rounds widths to the nearest multiple."""
+    import copy
+
+    model = copy.deepcopy(yolo11n)
+    before = fake_ms(model, 128)
+    result = prune_model(model, PruneConfig(criterion="l1", target_latency=0.1, backend="fake-test", imgsz=128,
+                                            allocation="ratio", round_to=16))
+    lat = result.latency
+    down = [t["ratio"] for t in lat["tries"] if t.get("round_mode", "down") == "down"]
+    assert down and all(r == 1.0 or r < 0.9 * 0.95 for r in down)  # a step over the goal's whole tolerance
+    assert lat["round_mode"] == "nearest" == result.config.round_mode
+    assert abs(lat["off_target"]) <= 0.05
+    assert lat["off_target"] == pytest.approx(fake_ms(model, 128) / before / 0.9 - 1, abs=1e-3)
+    changed = [n for n, c in result.channels_after.items() if c != result.channels_before[n]]
+    assert changed and all(result.channels_after[n] % 16 == 0 for n in changed)

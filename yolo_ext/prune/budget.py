@@ -85,14 +85,40 @@ def _probes(model: nn.Module, config: PruneConfig, prune_once: Callable) -> list
     return probes
 
 
-def _next(tries: list[tuple[float, float]], goal: float, fallback: Callable[[float, float], float]) -> float:
-    """Secant between the two tries closest to ``goal`` on either side, else ``fallback(knob, measured ratio)``."""
+def _bracket(tries: list[tuple[float, float]], goal: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The closest tries (knob, measured ratio) on either side of ``goal``, or None. Of tries that measured the same,
+    the one nearest the other side in knob value: latency moves in steps, and the step edge is what matters."""
     below = [t for t in tries if t[1] <= goal]
     above = [t for t in tries if t[1] > goal]
-    if below and above:
-        (x0, r0), (x1, r1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
-        return x0 + (goal - r0) * (x1 - x0) / (r1 - r0) if r1 != r0 else (x0 + x1) / 2
-    return fallback(*tries[-1])
+    if not below or not above:
+        return None
+    hi = min(r for _, r in above)
+    lo = max(r for _, r in below)
+    x_hi = [x for x, r in above if r == hi]
+    x_lo = [x for x, r in below if r == lo]
+    a = min(x_lo, key=lambda x: min(abs(x - y) for y in x_hi))
+    b = min(x_hi, key=lambda y: abs(a - y))
+    return (a, lo), (b, hi)
+
+
+def _next(tries: list[tuple[float, float]], goal: float, fallback: Callable[[float, float], float]) -> float:
+    """Secant between the two tries closest to ``goal`` on either side, else ``fallback(knob, measured ratio)``."""
+    bracket = _bracket(tries, goal)
+    if bracket is None:
+        return fallback(*tries[-1])
+    (x0, r0), (x1, r1) = bracket
+    return x0 + (goal - r0) * (x1 - x0) / (r1 - r0) if r1 != r0 else (x0 + x1) / 2
+
+
+def _midpoint(tries: list[tuple[float, float]], goal: float) -> float | None:
+    """Halfway between the tries that bracket ``goal``; None when there is no bracket or it is too narrow to hold an
+    untried knob value (the latency jumps there: no knob lands between)."""
+    bracket = _bracket(tries, goal)
+    if bracket is None:
+        return None
+    (x0, _), (x1, _) = bracket
+    mid = (x0 + x1) / 2
+    return mid if abs(x1 - x0) > 2e-3 and all(abs(mid - t) >= 1e-4 for t, _ in tries) else None
 
 
 @dataclass
@@ -125,6 +151,63 @@ def _knob(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, p
     )
 
 
+@dataclass
+class _Search:
+    """Where one search ended: the knob value closest to the goal, what it measured, and every try."""
+
+    knob: _Knob
+    x: float
+    base_ms: float
+    ms: float
+    ratio: float
+    channels: dict
+    resumed: bool
+    log: list[dict]
+
+
+def _search(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, prune_once: Callable,
+            backend: Backend, goal: float, timed: Callable, log: list[dict] | None = None) -> _Search:
+    """Turn the knob until the measured latency ratio is within the search's share of the tolerance (or
+    :data:`MAX_TRIES` are spent), on copies of ``model``; tries are appended to ``log``."""
+    knob = _knob(model, config, gradient_fn, prune_once, backend, goal)
+    # where the last search of this network and request ended: the first try of this one (a uniform ratio
+    # prunes the same widths whatever the weights, so it usually lands at once)
+    search_key = {**table_key(model, backend, config.deployment, config.round_to or 1), "kind": "search",
+                  "target": config.target_latency, "allocation": config.allocation, "criterion": config.criterion,
+                  "global": config.is_global, "max_layer_ratio": config.max_layer_ratio,
+                  "protect": sorted(config.protect), "round_mode": config.round_mode}
+    previous = read_cache(search_key, "search")
+    resumed = previous is not None and isinstance(previous.get("knob"), (int, float))
+    if resumed:
+        knob.first = float(previous["knob"])
+    log = [] if log is None else log
+    tries: list[tuple[float, float]] = []
+    best, x = None, knob.first
+    for _ in range(MAX_TRIES):
+        candidate = copy.deepcopy(model)
+        try:
+            found = knob.prune(candidate, x)
+        except PruningError:
+            if best is None:
+                raise
+            break  # the groups cannot shrink further: keep the closest try
+        base_ms, ms, ratio = timed(candidate)
+        tries.append((x, ratio))
+        log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3), "ratio": round(ratio, 4),
+                    **({"round_mode": config.round_mode} if config.round_mode != "down" else {})})
+        if best is None or abs(ratio - goal) < abs(best.ratio - goal):
+            best = _Search(knob, x, base_ms, ms, ratio, found.channels_after, resumed, log)
+        if abs(ratio / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
+            break
+        x = _next(tries, goal, knob.fallback)
+        if any(abs(x - t) < 1e-4 for t, _ in tries):  # a step between two tries: halve it, or stop when it is gone
+            x = _midpoint(tries, goal)
+            if x is None:
+                break
+    write_cache(search_key, {"knob": best.x}, "search")
+    return best
+
+
 def prune_to_latency(
     model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, prune_once: Callable
 ) -> PruneResult:
@@ -137,17 +220,6 @@ def prune_to_latency(
     deployment = config.deployment
     goal = 1 - config.target_latency
     try:
-        knob = _knob(model, config, gradient_fn, prune_once, backend, goal)
-        # where the last search of this network and request ended: the first try of this one (a uniform ratio
-        # prunes the same widths whatever the weights, so it usually lands at once)
-        search_key = {**table_key(model, backend, deployment, config.round_to or 1), "kind": "search",
-                      "target": config.target_latency, "allocation": config.allocation, "criterion": config.criterion,
-                      "global": config.is_global, "max_layer_ratio": config.max_layer_ratio,
-                      "protect": sorted(config.protect)}
-        previous = read_cache(search_key, "search")
-        resumed = previous is not None and isinstance(previous.get("knob"), (int, float))
-        if resumed:
-            knob.first = float(previous["knob"])
         base = backend.runner(deployed_copy(model), deployment)
         try:
             def timed(network: nn.Module) -> tuple[float, float, float]:
@@ -157,30 +229,18 @@ def prune_to_latency(
                 finally:
                     runner.close()
 
-            tries: list[tuple[float, float]] = []
-            log, best, x = [], None, knob.first
-            for _ in range(MAX_TRIES):
-                candidate = copy.deepcopy(model)
-                try:
-                    found = knob.prune(candidate, x)
-                except PruningError:
-                    if best is None:
-                        raise
-                    break  # the groups cannot shrink further: keep the closest try
-                base_ms, ms, ratio = timed(candidate)
-                tries.append((x, ratio))
-                log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3),
-                            "ratio": round(ratio, 4)})
-                if best is None or abs(ratio - goal) < abs(best[3] - goal):
-                    best = (x, base_ms, ms, ratio, found.channels_after)
-                if abs(ratio / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
-                    break
-                x = _next(tries, goal, knob.fallback)
-            x, base_ms, ms, ratio, channels = best
-            write_cache(search_key, {"knob": x}, "search")
+            search = _search(model, config, gradient_fn, prune_once, backend, goal, timed)
+            landed = lambda s: abs(s.ratio / goal - 1) <= config.latency_tolerance  # noqa: E731
+            if (not landed(search) and config.allocation == "ratio" and config.round_mode == "down"
+                    and isinstance(config.round_to, int) and config.round_to > 1):
+                # rounding every layer down to the multiple makes the ratio jump over the goal: round to nearest
+                nearest = _search(model, replace(config, round_mode="nearest"), gradient_fn, prune_once, backend,
+                                  goal, timed, search.log)
+                search = min(search, nearest, key=lambda s: abs(s.ratio / goal - 1))
             # the caller's network, pruned the same way (the pruning is deterministic for a fixed importance)
-            result = knob.prune(model, x)
-            if result.channels_after != channels:  # a gradient criterion saw other batches: time what we have
+            result = search.knob.prune(model, search.x)
+            base_ms, ms, ratio = search.base_ms, search.ms, search.ratio
+            if result.channels_after != search.channels:  # a gradient criterion saw other batches: time what we have
                 base_ms, ms, ratio = timed(model)
         finally:
             base.close()
@@ -189,8 +249,9 @@ def prune_to_latency(
     result.latency = {
         "backend": backend.name, "runtime": backend.version(), "imgsz": list(deployment.imgsz),
         "batch": deployment.batch, "threads": deployment.threads, "multiple": config.round_to or 1,
-        "allocation": config.allocation, "target": config.target_latency, "base_ms": round(base_ms, 3),
-        "ms": round(ms, 3), "speedup": round(1 / ratio, 4), "off_target": round(ratio / goal - 1, 4),
-        "table": knob.table, "first_try": "where the last search ended" if resumed else "estimated", "tries": log,
+        "allocation": config.allocation, "round_mode": result.config.round_mode, "target": config.target_latency,
+        "base_ms": round(base_ms, 3), "ms": round(ms, 3), "speedup": round(1 / ratio, 4),
+        "off_target": round(ratio / goal - 1, 4), "table": search.knob.table,
+        "first_try": "where the last search ended" if search.resumed else "estimated", "tries": search.log,
     }
     return result

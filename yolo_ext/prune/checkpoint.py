@@ -379,6 +379,8 @@ def describe(config: PruneConfig) -> str:
     else:
         how = f"ratio {config.ratio:.3g}" + (", global" if config.is_global else "")
     multiple = f", channels x{config.round_to}" if isinstance(config.round_to, int) and config.round_to > 1 else ""
+    if multiple and config.round_mode != "down":
+        multiple += f" ({config.round_mode})"
     return f"{config.criterion}, {how}{multiple}"
 
 

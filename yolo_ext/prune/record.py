@@ -88,8 +88,8 @@ class LatencyEntry:
 
     Args:
         backend, runtime: the runtime's name and version; imgsz, batch, threads: the deployment.
-        multiple: the channel multiple pruned to; allocation: ``cost`` or ``ratio``; target: the fraction of latency
-            asked to be removed.
+        multiple: the channel multiple pruned to; allocation: ``cost`` or ``ratio``; round_mode: how widths were
+            snapped to the multiple (``down`` or ``nearest``); target: the fraction of latency asked to be removed.
         base_ms, ms: measured latency before and after; speedup: ``base_ms / ms``; off_target: relative miss.
         table: how the per-layer table was obtained (cached, measured, not used); tries: the search's log.
     """
@@ -101,6 +101,7 @@ class LatencyEntry:
     threads: int = 1
     multiple: int = 1
     allocation: str | None = None
+    round_mode: str | None = None
     target: float | None = None
     base_ms: float | None = None
     ms: float | None = None
