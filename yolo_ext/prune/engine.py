@@ -44,7 +44,9 @@ BLOCK_TOLERANCE = 0.05
 class NearestMultiplePruner(tp.pruner.BasePruner):
     """Torch-Pruning's pruner with each layer's kept width rounded to the nearest multiple of ``round_to`` (at least
     one multiple) instead of down. Rounding down makes a ratio search jump: at x16 any ratio above 0 takes a 32-channel
-    layer to 16, so on a network of narrow layers the latencies between 0 and about -30% cannot be reached."""
+    layer to 16, so on a network of narrow layers the latencies between 0 and about -30% cannot be reached. (Rounding
+    down dates from VainF/Torch-Pruning#38/#49, where the point was fast widths, not reachable budgets; its docstring
+    says "nearest".)"""
 
     def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
         kept = max(round_to, math.floor((current_channels - n_pruned) / round_to + 0.5) * round_to)
