@@ -228,7 +228,8 @@ def summarize(args: argparse.Namespace, timed: dict[str, dict]) -> tuple[str, li
                      f"{mean:.4f}", f"{spread:.4f}", " / ".join(f"{m:.4f}" for m in maps), plateau_text])
         if "base" not in label:  # the bases are pruned, not compared: same epochs as the others only after F more
             points.append({"label": label, "ms": t.get(args.backend, math.nan), "map": mean, "spread": spread,
-                           "family": label.split(" ")[0] + (" pruned" if "->" in label else "")})
+                           "family": label.split(" ")[0] + (" pruned" if "->" in label else "")
+                           + (" + teacher" if "teacher" in label else "")})
     columns = ["run", "params", f"GFLOPs@{args.latency_imgsz}", *[f"{b} ms" for b in backends], "mAP50-95 mean",
                "spread (half range)", "per seed", "plateau (last 10 vs 10 before)"]
     table = markdown_table(columns, "lrr" + "r" * len(backends) + "rrll", rows)
@@ -246,7 +247,7 @@ def plot(points: list[dict], path: Path, title: str, backend: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = {"yolo11n": "#2ca02c", "yolo11s": "#1f77b4", "narrow": "#7f7f7f", "yolo11s pruned": "#d62728",
-              "yolo11n pruned": "#ff7f0e"}
+              "yolo11n pruned": "#ff7f0e", "yolo11s pruned + teacher": "#9467bd"}
     for fam in dict.fromkeys(p["family"] for p in points):
         ps = sorted((p for p in points if p["family"] == fam), key=lambda p: p["ms"])
         ax.errorbar([p["ms"] for p in ps], [p["map"] for p in ps], yerr=[p["spread"] for p in ps], fmt="o-" if
