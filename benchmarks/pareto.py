@@ -174,7 +174,7 @@ def plan(args: argparse.Namespace, s_targets: dict[str, float], n_targets: dict[
     scratch += [(f"narrow w{w}", str(narrow_yaml(w, args.out))) for w in args.widths]
     for name, cfg in scratch:
         if args.comparators == "continue":  # E epochs once, then F more with the recipe the pruned rows get
-            base = f"base-{slug(name)}" if name.startswith("narrow") else f"base-{name}"
+            base = f"base-{slug(name)}"
             if not any(j["key"] == base for j in jobs):
                 jobs.append({**common, "key": base, "name": f"{name} base ({args.epochs} ep)", "seed": 0,
                              "kind": "scratch", "model": cfg, "epochs": args.epochs, "after": []})

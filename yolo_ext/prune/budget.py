@@ -85,6 +85,11 @@ def _probes(model: nn.Module, config: PruneConfig, prune_once: Callable) -> list
     return probes
 
 
+def _miss(ratio: float, goal: float) -> float:
+    """How far a measured latency ratio is from the goal, relative to it (what the tolerance bounds)."""
+    return abs(ratio / goal - 1)
+
+
 def _bracket(tries: list[tuple[float, float]], goal: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """The closest tries (knob, measured ratio) on either side of ``goal``, or None. Of tries that measured the same,
     the one nearest the other side in knob value: latency moves in steps, and the step edge is what matters."""
@@ -136,7 +141,7 @@ class _Knob:
 def _knob(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None, prune_once: Callable, backend: Backend,
           goal: float) -> _Knob:
     if config.allocation == "cost":
-        table, cached = load_or_build_table(model, backend, config.deployment, config.round_to or 1,
+        table, cached = load_or_build_table(model, backend, config.deployment, config.multiple,
                                             lambda: _probes(model, config, prune_once))
         cost = table.cost_model()
         full = cost.total(conv_shapes(deployed_copy(model), config.deployment.imgsz))
@@ -172,7 +177,7 @@ def _search(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None,
     knob = _knob(model, config, gradient_fn, prune_once, backend, goal)
     # where the last search of this network and request ended: the first try of this one (a uniform ratio
     # prunes the same widths whatever the weights, so it usually lands at once)
-    search_key = {**table_key(model, backend, config.deployment, config.round_to or 1), "kind": "search",
+    search_key = {**table_key(model, backend, config.deployment, config.multiple), "kind": "search",
                   "target": config.target_latency, "allocation": config.allocation, "criterion": config.criterion,
                   "global": config.is_global, "max_layer_ratio": config.max_layer_ratio,
                   "protect": sorted(config.protect), "round_mode": config.round_mode}
@@ -195,9 +200,9 @@ def _search(model: nn.Module, config: PruneConfig, gradient_fn: Callable | None,
         tries.append((x, ratio))
         log.append({"knob": round(x, 4), "base_ms": round(base_ms, 3), "ms": round(ms, 3), "ratio": round(ratio, 4),
                     **({"round_mode": config.round_mode} if config.round_mode != "down" else {})})
-        if best is None or abs(ratio - goal) < abs(best.ratio - goal):
+        if best is None or _miss(ratio, goal) < _miss(best.ratio, goal):
             best = _Search(knob, x, base_ms, ms, ratio, found.channels_after, resumed, log)
-        if abs(ratio / goal - 1) <= config.latency_tolerance * SEARCH_SHARE:
+        if _miss(ratio, goal) <= config.latency_tolerance * SEARCH_SHARE:
             break
         x = _next(tries, goal, knob.fallback)
         if any(abs(x - t) < 1e-4 for t, _ in tries):  # a step between two tries: halve it, or stop when it is gone
@@ -230,13 +235,12 @@ def prune_to_latency(
                     runner.close()
 
             search = _search(model, config, gradient_fn, prune_once, backend, goal, timed)
-            landed = lambda s: abs(s.ratio / goal - 1) <= config.latency_tolerance  # noqa: E731
-            if (not landed(search) and config.allocation == "ratio" and config.round_mode == "down"
-                    and isinstance(config.round_to, int) and config.round_to > 1):
+            if (_miss(search.ratio, goal) > config.latency_tolerance and config.allocation == "ratio"
+                    and config.round_mode == "down" and config.multiple > 1):
                 # rounding every layer down to the multiple makes the ratio jump over the goal: round to nearest
                 nearest = _search(model, replace(config, round_mode="nearest"), gradient_fn, prune_once, backend,
                                   goal, timed, search.log)
-                search = min(search, nearest, key=lambda s: abs(s.ratio / goal - 1))
+                search = min(search, nearest, key=lambda s: _miss(s.ratio, goal))
             # the caller's network, pruned the same way (the pruning is deterministic for a fixed importance)
             result = search.knob.prune(model, search.x)
             base_ms, ms, ratio = search.base_ms, search.ms, search.ratio
@@ -248,7 +252,7 @@ def prune_to_latency(
         raise PruningError(str(e)) from None
     result.latency = {
         "backend": backend.name, "runtime": backend.version(), "imgsz": list(deployment.imgsz),
-        "batch": deployment.batch, "threads": deployment.threads, "multiple": config.round_to or 1,
+        "batch": deployment.batch, "threads": deployment.threads, "multiple": config.multiple,
         "allocation": config.allocation, "round_mode": result.config.round_mode, "target": config.target_latency,
         "base_ms": round(base_ms, 3), "ms": round(ms, 3), "speedup": round(1 / ratio, 4),
         "off_target": round(ratio / goal - 1, 4), "table": search.knob.table,

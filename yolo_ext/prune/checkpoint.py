@@ -378,7 +378,7 @@ def describe(config: PruneConfig) -> str:
         how = f"-{target[0][1]:.0%} {'MACs' if metric == 'macs' else metric}, most importance kept per {per}"
     else:
         how = f"ratio {config.ratio:.3g}" + (", global" if config.is_global else "")
-    multiple = f", channels x{config.round_to}" if isinstance(config.round_to, int) and config.round_to > 1 else ""
+    multiple = f", channels x{config.multiple}" if config.multiple > 1 else ""
     if multiple and config.round_mode != "down":
         multiple += f" ({config.round_mode})"
     return f"{config.criterion}, {how}{multiple}"

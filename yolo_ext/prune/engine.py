@@ -149,6 +149,11 @@ class PruneConfig:
         return Deployment(tuple(self.size), self.batch, self.threads)
 
     @property
+    def multiple(self) -> int:
+        """The channel multiple widths snap to: ``round_to`` once resolved to an int, else 1 (any width)."""
+        return self.round_to if isinstance(self.round_to, int) and self.round_to > 1 else 1
+
+    @property
     def is_global(self) -> bool:
         """Whether channels are ranked across layers (``global_pruning``, or the criterion's own default)."""
         if self.global_pruning is None:
@@ -329,7 +334,7 @@ def _prune(
                 continue
             if step:
                 convs = conv_shapes(model, config.size)
-            groups = prunable_groups(pruner, model, convs, config.round_to or 1, config.max_layer_ratio, initial_out)
+            groups = prunable_groups(pruner, model, convs, config.multiple, config.max_layer_ratio, initial_out)
             goal = total - (total - final) * (step + 1) / config.iterative_steps
             apply_allocation(pruner, groups, allocate(groups, convs, budget.cost, goal), taps)
         model.zero_grad(set_to_none=True)
@@ -356,7 +361,7 @@ def _config_for_target(model: DetectionModel, config: PruneConfig, gradient_fn: 
     metric = "params" if config.target_params is not None else "macs"
     target = config.target_params if metric == "params" else config.target_macs
     base = replace(config, target_params=None, target_macs=None)
-    blocks = isinstance(config.round_to, int) and config.round_to > 1
+    blocks = config.multiple > 1
     errors = []
     for global_pruning in [config.is_global] if blocks else sorted({config.is_global, True}):
         error, ratio = _search_ratio(model, replace(base, global_pruning=global_pruning), metric, target, gradient_fn)
